@@ -1,0 +1,157 @@
+"""Typed schemas of the training config.
+
+The YAML files under ``conf/`` hold the values; these dataclasses hold the shape. Hydra merges
+every YAML file into ``TrainConfig`` (the primary config lists ``train_schema`` first), so a
+misspelled key or a value of the wrong type fails when the config is composed, before any work.
+Value ranges (positive epochs, known placement names, ...) are checked where the value is used,
+with a one-line :class:`~mnist_arch.errors.ConfigError`.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    rotation: float = 7.0  # max degrees either way
+    translate: float = 0.05  # max shift, fraction of the image side
+    scale: float = 0.05  # max zoom in or out, fraction
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # None: $MNIST_ARCH_DATA, else the user's cache directory
+    val_size: int = 0  # images carved from the training set for validation
+    train_subset: Optional[int] = None  # first N training images only (tests, quick looks)
+    test_subset: Optional[int] = None  # first N test images only
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class WidthsConfig:
+    blocks: List[List[int]] = MISSING  # one list of conv output widths per block
+    multiplier: float = 1.0  # every width is scaled by this and rounded (at least 1)
+
+
+@dataclass
+class NormConfig:
+    placement: str = MISSING  # bn_relu | relu_bn | none
+
+
+@dataclass
+class DropoutConfig:
+    placement: str = MISSING  # conv | block | none
+    rate: float = 0.0
+
+
+@dataclass
+class PoolConfig:
+    after: List[int] = MISSING  # 1-based block numbers followed by a 2x2 max-pool
+    transition: Optional[float] = None  # 1x1 conv after each pool keeping this share of channels
+
+
+@dataclass
+class HeadConfig:
+    kind: str = MISSING  # gap_conv | gap_linear | conv_gap
+
+
+@dataclass
+class ModelConfig:
+    widths: WidthsConfig = field(default_factory=WidthsConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    kernel_size: int = 3
+    padding: int = 0
+    in_channels: int = 1
+    num_classes: int = 10
+    image_size: int = 28
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING  # sgd | adam | adamw
+    lr: float = MISSING  # peak learning rate when a schedule warms up
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw only
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING  # onecycle | step | cosine | none
+    pct_start: float = 0.2  # onecycle
+    div_factor: float = 10.0  # onecycle: start lr = lr / div_factor
+    final_div_factor: float = 100.0  # onecycle: end lr = start lr / final_div_factor
+    step_size: int = 6  # step: epochs between decays
+    gamma: float = 0.1  # step
+    eta_min: float = 0.0  # cosine
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    eval_batch_size: int = 2000
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # CPU threads; None leaves torch's default
+    progress: bool = True  # progress bar within an epoch, only when stderr is a terminal
+    callbacks: Dict[str, Any] = field(default_factory=dict)  # name -> node with _target_
+
+
+@dataclass
+class BudgetConfig:
+    max_params: Optional[int] = 20000  # None turns the guard off
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: str = "best_test_acc"  # one of mnist_arch.trainer.OBJECTIVES
+    last_k: int = 3  # epochs for min_last_k_test_acc
+    target_acc: float = 99.4  # percent; epoch_reached_target is the first epoch at or above it
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    seed: int = 1
+
+
+def register_configs() -> None:
+    """Register the schema under the name the primary config's defaults list uses."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+register_configs()
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+PRIMARY_CONFIG = "train"
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the training config from ``conf/`` with Hydra overrides, as ``mnist-train`` would.
+
+    Works inside and outside a running Hydra app (tests, the summary command, the sweeper's
+    budget check).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app: use its search path
+        return compose(PRIMARY_CONFIG, overrides=list(overrides))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(PRIMARY_CONFIG, overrides=list(overrides))

@@ -1,0 +1,234 @@
+"""The training loop: data on the device as tensors, batches as index slices, batched augmentation.
+
+``fit(cfg)`` trains the model the config describes and returns a result dict (per-epoch history
+and summary metrics). It knows nothing about sweeps: progress goes out through plain callbacks,
+objects with ``on_epoch_end(epoch, record)`` that may return True to stop the run.
+"""
+
+import logging
+import math
+import sys
+import time
+from typing import Any, Dict, List, Optional, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import MnistTensors, augment, load_mnist
+from .errors import ConfigError, OverBudgetError
+from .model import build_model, count_parameters
+from .optim import build_optimizer, build_schedule
+
+log = logging.getLogger(__name__)
+
+
+class EpochCallback(Protocol):
+    def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> Optional[bool]:
+        """Called after each epoch's evaluation; return True to stop training."""
+
+
+def _min_last_k(values: List[float], k: int) -> float:
+    return min(values[-k:])
+
+
+# Objectives a run can return to a sweep; each maps (result, cfg) to a number, higher is better.
+OBJECTIVES = {
+    "best_test_acc": lambda r, k: r["best_test_acc"],
+    "final_test_acc": lambda r, k: r["final_test_acc"],
+    "min_last_k_test_acc": lambda r, k: _min_last_k([h["test_acc"] for h in r["history"]], k),
+    "best_val_acc": lambda r, k: max(h["val_acc"] for h in r["history"]),
+    "final_val_acc": lambda r, k: r["history"][-1]["val_acc"],
+    "min_last_k_val_acc": lambda r, k: _min_last_k([h["val_acc"] for h in r["history"]], k),
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device={name!r} is not one of: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=auto or cpu")
+    return device
+
+
+def check_config(cfg: Any) -> None:
+    """Range checks the schema's types cannot express; one ConfigError per bad value."""
+    t = cfg.trainer
+    if t.epochs < 1:
+        raise ConfigError(f"trainer.epochs={t.epochs} must be >= 1")
+    if t.batch_size < 1:
+        raise ConfigError(f"trainer.batch_size={t.batch_size} must be >= 1")
+    if t.eval_batch_size < 1:
+        raise ConfigError(f"trainer.eval_batch_size={t.eval_batch_size} must be >= 1")
+    if t.threads is not None and t.threads < 1:
+        raise ConfigError(f"trainer.threads={t.threads} must be >= 1 or null")
+    if cfg.objective.metric not in OBJECTIVES:
+        raise ConfigError(f"objective.metric={cfg.objective.metric!r} is not one of: {', '.join(OBJECTIVES)}")
+    if cfg.objective.last_k < 1:
+        raise ConfigError(f"objective.last_k={cfg.objective.last_k} must be >= 1")
+    if "val" in cfg.objective.metric and cfg.data.val_size == 0:
+        raise ConfigError(f"objective.metric={cfg.objective.metric} needs a validation split: set data.val_size > 0")
+    max_params = cfg.budget.max_params
+    if max_params is not None and max_params < 1:
+        raise ConfigError(f"budget.max_params={max_params} must be a positive number, or null to turn the guard off")
+
+
+def check_budget(n_params: int, max_params: Optional[int]) -> None:
+    if max_params is not None and n_params > max_params:
+        raise OverBudgetError(n_params, max_params)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Dict[str, float]:
+    """Mean cross-entropy and accuracy (percent) over a whole split, in large batches."""
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(1) == target).sum()
+    n = max(1, len(x))
+    return {"loss": loss.item() / n, "acc": 100.0 * correct.item() / n}
+
+
+class _ProgressBar:
+    """A one-line bar on stderr, redrawn a few dozen times per epoch; silent when not a terminal."""
+
+    def __init__(self, enabled: bool, total: int, label: str):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total, self.label = total, label
+        self.every = max(1, total // 40)
+
+    def update(self, done: int) -> None:
+        if self.enabled and (done % self.every == 0 or done == self.total):
+            filled = 30 * done // self.total
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: torch.Generator, bar: _ProgressBar):
+    model.train()
+    x, y = data.train_x, data.train_y
+    n, bs = len(x), cfg.trainer.batch_size
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for step, start in enumerate(range(0, n, bs), 1):
+        idx = order[start : start + bs]
+        xb, yb = x[idx], y[idx]
+        if cfg.data.augment.enabled:
+            xb = augment(xb, cfg.data.augment, generator)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == yb).sum()
+        bar.update(step)
+    bar.close()
+    return {"loss": loss_sum.item() / n, "acc": 100.0 * correct.item() / n}
+
+
+def summarize(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
+    """Summary metrics of a run from its per-epoch history."""
+    accs = [h["test_acc"] for h in history]
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))  # earliest epoch among equals
+    reached = next((h["epoch"] for h in history if h["test_acc"] >= target_acc), None)
+    return {
+        "best_test_acc": accs[best],
+        "final_test_acc": accs[-1],
+        "best_epoch": history[best]["epoch"],
+        "epoch_reached_target": reached,
+        "epochs_run": len(history),
+    }
+
+
+def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistTensors] = None) -> Dict[str, Any]:
+    """Train the model ``cfg.model`` describes per ``cfg`` and return its metrics.
+
+    The parameter budget is checked before any data is loaded. ``data`` may be passed to reuse
+    tensors already on the device.
+    """
+    check_config(cfg)
+    n_params = count_parameters(cfg.model)
+    check_budget(n_params, cfg.budget.max_params)
+    device = resolve_device(cfg.trainer.device)
+    if cfg.trainer.threads is not None and device.type == "cpu":
+        torch.set_num_threads(cfg.trainer.threads)
+
+    started = time.perf_counter()
+    if data is None:
+        data = load_mnist(cfg.data, device)
+    torch.manual_seed(cfg.seed)  # model init and dropout
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
+    model = build_model(cfg.model).to(device)
+    epochs = cfg.trainer.epochs
+    steps_per_epoch = math.ceil(len(data.train_x) / cfg.trainer.batch_size)
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    schedule = build_schedule(opt, cfg.schedule, epochs, steps_per_epoch)
+    log.info(
+        "training %s parameters on %s: %d train / %d val / %d test images, %d epochs of %d steps",
+        f"{n_params:,}", device, len(data.train_x), len(data.val_x), len(data.test_x), epochs, steps_per_epoch,
+    )
+
+    history: List[Dict[str, Any]] = []
+    stop_reason = None
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        bar = _ProgressBar(cfg.trainer.progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
+        train = _train_epoch(model, opt, schedule, data, cfg, generator, bar)
+        t1 = time.perf_counter()
+        test = evaluate(model, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
+        record: Dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+        }
+        if len(data.val_x):
+            val = evaluate(model, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
+            record.update(val_loss=val["loss"], val_acc=val["acc"])
+        t2 = time.perf_counter()
+        record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t1)
+        history.append(record)
+        val_text = f"  val acc {record['val_acc']:.2f}%" if "val_acc" in record else ""
+        log.info(
+            "epoch %2d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  lr %.4f  %.1fs",
+            epoch, epochs, train["loss"], train["acc"], test["loss"], test["acc"], val_text, lr, record["seconds"],
+        )
+        if not math.isfinite(train["loss"]):
+            stop_reason = "train loss is not finite (diverged)"
+        for callback in callbacks:
+            if callback.on_epoch_end(epoch, dict(record)):
+                stop_reason = stop_reason or f"stopped by {type(callback).__name__} after epoch {epoch}"
+        if stop_reason:
+            log.info("%s", stop_reason)
+            break
+
+    result: Dict[str, Any] = {
+        "n_params": n_params,
+        "device": str(device),
+        **summarize(history, cfg.objective.target_acc),
+        "stopped_early": stop_reason is not None,
+        "stop_reason": stop_reason,
+        "seconds": time.perf_counter() - started,
+        "history": history,
+    }
+    result["min_last_k_test_acc"] = _min_last_k([h["test_acc"] for h in history], cfg.objective.last_k)
+    result["objective_metric"] = cfg.objective.metric
+    result["objective"] = OBJECTIVES[cfg.objective.metric](result, cfg.objective.last_k)
+    return result

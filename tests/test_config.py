@@ -1,0 +1,58 @@
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from mnist_arch.model import build_model
+from mnist_arch.optim import build_optimizer, build_schedule
+
+from .support import compose, group_options
+
+GROUP_OVERRIDES = [
+    f"{group}={option}" for group in ("data", "model", "optim", "schedule", "trainer") for option in group_options(group)
+] + [f"+experiment={name}" for name in group_options("experiment")]
+
+
+@pytest.mark.parametrize("override", GROUP_OVERRIDES)
+def test_every_config_in_conf_composes_and_resolves(override):
+    cfg = compose(override)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no MISSING left anywhere
+    model = build_model(cfg.model)
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    build_schedule(opt, cfg.schedule, epochs=2, steps_per_epoch=3)
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = compose()
+    assert cfg.trainer.epochs == 20
+    assert cfg.budget.max_params == 20000
+    assert cfg.objective.metric == "best_test_acc"
+    assert cfg.objective.target_acc == 99.4
+    assert cfg.data.val_size == 0
+    assert cfg.trainer.device == "auto"
+
+
+def test_misspelled_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("trainer.epoch=5")
+    assert "trainer.epoch" in str(info.value)
+
+
+def test_misspelled_key_in_a_config_file_fails(tmp_path):
+    # the schema is struct: a key the dataclass lacks cannot be added by merging
+    cfg = compose()
+    with pytest.raises(ConfigKeyError):
+        OmegaConf.merge(cfg, {"model": {"widht": 3}})
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("trainer.epochs=many")
+    assert isinstance(info.value.__cause__, ValidationError)
+    assert "many" in str(info.value.__cause__)
+
+
+def test_unknown_group_option_lists_the_valid_ones():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("model/norm=batchnorm")
+    assert "bn_relu" in str(info.value) and "relu_bn" in str(info.value)

