@@ -2,7 +2,8 @@
 
 ``fit(cfg)`` trains the model the config describes and returns a result dict (per-epoch history
 and summary metrics). It knows nothing about sweeps: progress goes out through plain callbacks,
-objects with ``on_epoch_end(epoch, record)`` that may return True to stop the run.
+objects with ``on_epoch_end(epoch, record)`` that may return True to stop the run, and optionally
+``on_train_end(result)``.
 """
 
 import logging
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class EpochCallback(Protocol):
+    """What the trainer calls. ``on_train_end(result)`` is optional."""
+
     def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> Optional[bool]:
         """Called after each epoch's evaluation; return True to stop training."""
 
@@ -213,7 +216,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
         if not math.isfinite(train["loss"]):
             stop_reason = "train loss is not finite (diverged)"
         for callback in callbacks:
-            if callback.on_epoch_end(epoch, dict(record)):
+            if callback.on_epoch_end(epoch, {**record, "epochs": epochs}):
                 stop_reason = stop_reason or f"stopped by {type(callback).__name__} after epoch {epoch}"
         if stop_reason:
             log.info("%s", stop_reason)
@@ -231,4 +234,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
     result["min_last_k_test_acc"] = _min_last_k([h["test_acc"] for h in history], cfg.objective.last_k)
     result["objective_metric"] = cfg.objective.metric
     result["objective"] = OBJECTIVES[cfg.objective.metric](result, cfg.objective.last_k)
+    for callback in callbacks:
+        if hasattr(callback, "on_train_end"):
+            callback.on_train_end(result)
     return result

@@ -25,6 +25,7 @@ def run_cli(args: List[str], cwd: Path, timeout: float = 600, env=None) -> subpr
     """Run a console script of the project the way a user would, in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

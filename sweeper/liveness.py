@@ -1,0 +1,79 @@
+"""Heartbeats of running trials, and failing the trials whose worker died.
+
+Storage-agnostic (SQLite, PostgreSQL, journal file, in-memory): a running trial's worker writes
+the time into a system attribute every ``interval`` seconds; a RUNNING trial whose last sign of
+life (heartbeat or start) is older than ``grace_period`` belonged to a killed worker. It is
+marked FAIL, and, if asked, re-queued with the same parameters.
+"""
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Iterator, List
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_ATTR = "heartbeat"
+LOST_WORKER_ATTR = "lost_worker"  # failed because its worker died: not the trial's fault
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial_id: int, interval: float) -> Iterator[None]:
+    """Record a heartbeat for the trial every ``interval`` seconds while the block runs."""
+    storage = study._storage
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:
+                return
+            except Exception as exc:  # a database hiccup must not kill the training
+                log.warning("heartbeat of trial id %d failed: %s", trial_id, exc)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
+    start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return max(start, float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)))
+
+
+def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> List[int]:
+    """Mark FAIL the RUNNING trials silent for longer than ``grace_period``; returns their numbers."""
+    now = time.time()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if now - last_sign_of_life(trial) <= grace_period:
+            continue
+        storage = study._storage
+        try:  # the attributes first: a finished trial's cannot change
+            storage.set_trial_user_attr(trial._trial_id, LOST_WORKER_ATTR, True)
+            storage.set_trial_user_attr(
+                trial._trial_id, "error", f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
+            )
+            won = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # it finished, or another worker failed it first
+        if won is False:
+            continue
+        failed.append(trial.number)
+        log.warning("trial %d had no heartbeat for %.0fs: marked failed", trial.number, now - last_sign_of_life(trial))
+        if retry and trial.user_attrs.get("launched"):
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            log.info("trial %d re-queued with the same parameters", trial.number)
+    return failed

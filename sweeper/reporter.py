@@ -1,0 +1,67 @@
+"""The per-epoch bridge between a training job and its Optuna trial.
+
+The sweeper adds one ``TrialReporter`` to each job's ``trainer.callbacks`` (a ``_target_`` node
+in the job's overrides), so the trainer only sees "a callback". The reporter reaches its trial
+through the storage named in the job's own ``hydra.sweeper`` config, so it works whether the job
+runs in the sweeper's process, in another process, or on another machine.
+"""
+
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+
+from .storage import open_storage
+
+log = logging.getLogger(__name__)
+
+# Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
+# reuses the sweeper's connection (and an in-memory study is only reachable this way).
+ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], optuna.Study] = {}
+
+# Summary metrics of the job's result stored on the trial for result tables.
+RESULT_ATTRS = (
+    "n_params", "best_test_acc", "final_test_acc", "best_epoch", "epoch_reached_target", "epochs_run",
+    "min_last_k_test_acc", "seconds", "device", "stop_reason", "objective_metric", "objective",
+)
+
+
+class TrialReporter:
+    """Reports each epoch's ``metric`` to the trial and stops the run when the pruner says so."""
+
+    def __init__(self, trial_number: int, metric: str = "test_acc", prune: bool = True,
+                 storage: Optional[str] = None, study_name: Optional[str] = None):
+        if storage is None or study_name is None:
+            sweeper_cfg = HydraConfig.get().sweeper
+            storage = sweeper_cfg.storage if storage is None else storage
+            study_name = sweeper_cfg.study_name if study_name is None else study_name
+        study = ACTIVE_STUDIES.get((storage, study_name))
+        if study is None:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        self.study = study
+        self.metric = metric
+        self.prune = prune
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.curve = []
+
+    def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> bool:
+        value = float(record[self.metric])
+        self.curve.append(value)
+        self.trial.set_user_attr("curve", self.curve)  # per-epoch values, also for multi-objective
+        if not self.prune or epoch >= record.get("epochs", float("inf")):
+            return False  # a trial that ran all its epochs completes
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_epoch", epoch)
+            log.info("trial %d pruned after epoch %d (%s %.2f)", self.trial.number, epoch, self.metric, value)
+            return True
+        return False
+
+    def on_train_end(self, result: Dict[str, Any]) -> None:
+        for key in RESULT_ATTRS:
+            if key in result:
+                self.trial.set_user_attr(key, result[key])
+        if HydraConfig.initialized():
+            self.trial.set_user_attr("output_dir", HydraConfig.get().runtime.output_dir)

@@ -1,0 +1,112 @@
+"""Hydra's override grammar -> Optuna distributions.
+
+The same strings as hydra-optuna-sweeper, with Hydra's meaning kept:
+
+    choice(a, b, c)                  CategoricalDistribution; config-group options too (model/norm=choice(...))
+    range(start, stop[, step])       IntDistribution / FloatDistribution with a step, stop EXCLUDED (as in Hydra)
+    range(...) with tag(shuffle)     categorical over the range's values
+    interval(low, high)              FloatDistribution (Hydra makes interval ends floats; for ints use range)
+    tag(log, interval(low, high))    the same on a log scale
+    anything else                    a fixed value, passed to every trial as it is
+"""
+
+import math
+from typing import Any, Dict, List, Tuple
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+
+class SearchSpaceError(ValueError):
+    """A search-space entry that cannot become an Optuna distribution."""
+
+
+def _choices(override: Override) -> List[Any]:
+    values = list(override.sweep_iterator(transformer=Transformer.encode))
+    for v in values:
+        if not isinstance(v, (str, int, float, bool, type(None))):
+            raise SearchSpaceError(f"{override.input_line}: choices must be str, int, float, bool or null, got {v!r}")
+    if not values:
+        raise SearchSpaceError(f"{override.input_line}: an empty choice")
+    return values
+
+
+def _range_distribution(override: Override, sweep: RangeSweep) -> BaseDistribution:
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    if step == 0 or (stop - start) / step <= 0:
+        raise SearchSpaceError(f"{override.input_line}: the range is empty (Hydra's range excludes its end)")
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        n = len(range(start, stop, step))
+        low, high = sorted((start, start + (n - 1) * step))
+        return IntDistribution(low, high, step=abs(step))
+    n = math.ceil((stop - start) / step - 1e-9)  # Hydra's float range also stops before `stop`
+    last = start + (n - 1) * step
+    low, high = sorted((float(start), float(last)))
+    return FloatDistribution(low, high, step=abs(float(step)))
+
+
+def distribution_from_override(override: Override) -> Any:
+    """An Optuna distribution for a sweep override, or the fixed value (a string) for a plain one."""
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if override.is_choice_sweep():
+        assert isinstance(value, ChoiceSweep)
+        return CategoricalDistribution(_choices(override))
+    if override.is_range_sweep():
+        assert isinstance(value, RangeSweep)
+        if value.shuffle:
+            return CategoricalDistribution(_choices(override))
+        return _range_distribution(override, value)
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep)
+        low, high = value.start, value.end
+        if not low < high:
+            raise SearchSpaceError(f"{override.input_line}: interval needs low < high")
+        log = "log" in value.tags
+        if log and low <= 0:
+            raise SearchSpaceError(f"{override.input_line}: a log interval needs low > 0")
+        return FloatDistribution(float(low), float(high), log=log)
+    raise SearchSpaceError(f"{override.input_line}: this kind of sweep is not supported by the Optuna sweeper")
+
+
+def search_space_from_overrides(arguments: List[str]) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
+    """Split overrides into Optuna distributions (sweeps) and fixed values. Later entries win."""
+    distributions: Dict[str, BaseDistribution] = {}
+    fixed: Dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        value = distribution_from_override(override)
+        distributions.pop(key, None)
+        fixed.pop(key, None)
+        if isinstance(value, BaseDistribution):
+            distributions[key] = value
+        else:
+            fixed[key] = value
+    return distributions, fixed
+
+
+def grid_choices(distributions: Dict[str, BaseDistribution]) -> Dict[str, List[Any]]:
+    """The search space as the lists GridSampler wants; only discrete distributions have one."""
+    grid: Dict[str, List[Any]] = {}
+    for name, d in distributions.items():
+        if isinstance(d, CategoricalDistribution):
+            grid[name] = list(d.choices)
+        elif isinstance(d, IntDistribution) and not d.log:
+            grid[name] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, FloatDistribution) and d.step is not None:
+            n = int(round((d.high - d.low) / d.step)) + 1
+            grid[name] = [d.low + i * d.step for i in range(n)]
+        else:
+            raise SearchSpaceError(f"{name}: the grid sampler needs choice(...) or range(...), not {d}")
+    return grid
+
+
+def format_override(name: str, value: Any) -> str:
+    """``name=value`` that Hydra parses back to the same value."""
+    if value is None:
+        return f"{name}=null"
+    if isinstance(value, bool):
+        return f"{name}={'true' if value else 'false'}"
+    return f"{name}={value}"

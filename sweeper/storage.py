@@ -1,0 +1,150 @@
+"""The sweep database: open an Optuna storage from a URL, and a lock for claiming training slots.
+
+URLs: any SQLAlchemy URL Optuna's RDBStorage takes (``sqlite:///path.db``, ``postgresql://...``,
+``mysql+pymysql://...``), ``journal:///path/to/file.log`` for Optuna's journal file (many local
+writers without SQLite's locking), or null for an in-memory study (one process only).
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+import optuna
+from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
+
+JOURNAL_PREFIX = "journal://"
+SQLITE_TIMEOUT_S = 60  # several local processes share one SQLite file: wait for its lock, don't fail
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be opened."""
+
+
+def masked(url: Optional[str]) -> str:
+    """The URL with any password replaced by ***, safe for logs and tables."""
+    if url is None:
+        return "in-memory"
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def local_file(url: Optional[str]) -> Optional[Path]:
+    """The file behind a SQLite or journal URL (absolute), else None."""
+    if url is None:
+        return None
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX):]).expanduser().resolve()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).expanduser().resolve()
+    return None
+
+
+def open_storage(url: Optional[str]) -> BaseStorage:
+    """An Optuna storage for ``url``; the folder of a SQLite or journal file is created."""
+    if url is None:
+        return InMemoryStorage()
+    path = local_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith(JOURNAL_PREFIX):
+        return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(
+            f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
+            "mysql+pymysql://..., journal:///path/file.log, or null"
+        ) from None
+    engine_kwargs = {}
+    if parsed.get_backend_name() == "sqlite":
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+        url = f"sqlite:///{path}"
+    elif parsed.get_backend_name() == "postgresql":
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # fail in seconds when unreachable
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as exc:
+        raise StorageError(f"storage={masked(url)!r} needs a database driver: {exc}") from None
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise StorageError(f"storage={masked(url)!r} cannot be opened: {message}") from None
+
+
+_thread_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def claim_lock(url: Optional[str]) -> Iterator[None]:
+    """Held while a worker counts a study's trained trials and claims the next slot, and while a
+    process opens the database (so concurrent first runs create its tables once). Claims take
+    milliseconds to a second, so one lock per database is enough.
+
+    File storages lock a file beside the database (processes on this machine); PostgreSQL and
+    MySQL take a database-wide advisory lock (processes on any machine); in-memory, a thread lock.
+    """
+    if url is None:
+        with _thread_lock:
+            yield
+        return
+    path = local_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(path.name + ".lock")  # per database: creating its tables is serialized too
+        with open(lock_path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(b"mnist-arch-sweep").digest()[:8], "big", signed=True)  # one per database
+    backend = make_url(url).get_backend_name()
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        if backend == "postgresql":
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+        elif backend == "mysql":
+            conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 600)"), {"k": str(key)})
+            release = sqlalchemy.text("SELECT RELEASE_LOCK(:k)")
+        else:
+            raise StorageError(f"storage={masked(url)!r}: no cross-process lock for the {backend} backend")
+        try:
+            yield
+        finally:
+            conn.execute(release, {"k": key if backend == "postgresql" else str(key)})
+    engine.dispose()
+
+
+def load_or_create_study(storage: BaseStorage, study_name: str, directions, sampler, pruner) -> optuna.Study:
+    """The study of that name, created if absent; an existing study with other directions is refused."""
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        have = [d.name.lower() for d in existing.directions]
+        if have != list(directions):
+            raise StorageError(
+                f"study {study_name!r} exists with direction {have}, not {list(directions)}; "
+                "use another hydra.sweeper.study_name or the same direction"
+            )
+        return existing
+    return optuna.create_study(
+        study_name=study_name, storage=storage, directions=list(directions), sampler=sampler, pruner=pruner,
+        load_if_exists=True,
+    )

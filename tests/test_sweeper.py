@@ -1,0 +1,229 @@
+"""The sweeper through the real command line: each test runs sweeps in subprocesses on a SQLite file.
+
+Real models on small subsets where the trainer matters (budget, pruning, result attributes);
+the cheap task in tests/toy_app where only the sweep's machinery does (failures, kills, workers).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from .support import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SMALL_REAL = ["model=tiny", "data.train_subset=1000", "data.test_subset=500", "optim=adam", "schedule=none",
+              "hydra/sweeper=optuna_budget"]
+
+
+def storage_args(tmp_path, study="test"):
+    return [f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweeper.study_name={study}",
+            f"hydra.sweep.dir={tmp_path}/sweep"]
+
+
+def load(tmp_path, study="test"):
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweeps.db")
+
+
+def by_kind(study):
+    kinds = {}
+    for t in study.get_trials():
+        kind = "rejected" if t.user_attrs.get("rejected") else t.state.name.lower()
+        kinds.setdefault(kind, []).append(t)
+    return kinds
+
+
+def toy(tmp_path, *args, study="toy"):
+    return ["tests.toy_app.app", "-m", *args, *storage_args(tmp_path, study)]
+
+
+def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables_need(tmp_path):
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra/sweeper/sampler=random",
+                    "hydra.sweeper.sampler.seed=3", "hydra.sweeper.n_trials=3",
+                    "model.widths.multiplier=choice(1.0,3.0)", "model/norm=choice(bn_relu,relu_bn)",
+                    *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(tmp_path)
+    kinds = by_kind(study)
+    assert len(kinds["complete"]) == 3  # n_trials counts trained trials only
+    assert kinds["rejected"], "seed 3 samples multiplier 3.0 at least once"
+    for t in kinds["rejected"]:
+        assert t.state == TrialState.PRUNED and t.params["model.widths.multiplier"] == 3.0
+        assert t.user_attrs["n_params"] > 20000 and t.user_attrs["max_params"] == 20000
+        assert t.user_attrs["reason"] == f"{t.user_attrs['n_params']:,} parameters > budget.max_params=20,000"
+        assert "launched" not in t.user_attrs and t.intermediate_values == {}
+        assert not (tmp_path / "sweep" / str(t.number)).exists()  # the job was never launched
+        assert f"trial {t.number} rejected" in proc.stderr + proc.stdout
+    for t in kinds["complete"]:
+        attrs = t.user_attrs
+        assert attrs["launched"] and attrs["n_params"] <= 20000 and attrs["epochs_run"] == 1
+        assert t.value == attrs["best_test_acc"] == attrs["final_test_acc"] and attrs["best_epoch"] == 1
+        assert set(attrs) >= {"epoch_reached_target", "seconds", "device", "overrides", "output_dir", "curve"}
+        assert t.intermediate_values == {1: attrs["best_test_acc"]}
+        assert attrs["output_dir"] == str(tmp_path / "sweep" / str(t.number))
+        assert (tmp_path / "sweep" / str(t.number) / "metrics.json").is_file()
+        assert any(o.startswith("model.widths.multiplier=") for o in attrs["overrides"])
+    assert study.metric_names == ["best_test_acc"]
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results.best_value == max(t.value for t in kinds["complete"])
+    assert "storage: sqlite:///" in proc.stderr + proc.stdout
+
+
+def test_pruning_stops_a_hopeless_trial_early(tmp_path):
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=3", "hydra/sweeper/sampler=grid",
+                    "hydra.sweeper.sampler.seed=0", "hydra.sweeper.n_trials=3",
+                    "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+                    "optim.lr=choice(0.01,0.0000001,0.005)", *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kinds = by_kind(load(tmp_path))
+    (hopeless,) = [t for t in kinds["pruned"] if t.params["optim.lr"] == 0.0000001]
+    assert hopeless.user_attrs["epochs_run"] == hopeless.user_attrs["pruned_at_epoch"] < 3
+    assert sorted(hopeless.intermediate_values) == list(range(1, hopeless.user_attrs["epochs_run"] + 1))
+    assert len(kinds["complete"]) + len(kinds["pruned"]) == 3  # pruned trials were trained: they count
+    assert all(t.user_attrs["pruned_at_epoch"] < 3 for t in kinds["pruned"])  # never pruned at the last epoch
+
+
+def test_a_space_entirely_over_budget_stops_with_a_clear_message(tmp_path):
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "model.widths.multiplier=choice(3.0,4.0)",
+                    "hydra.sweeper.max_rejected_streak=3", *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "the last 3 trials were all over budget" in proc.stderr and "seems to be over budget" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    kinds = by_kind(load(tmp_path))
+    assert set(kinds) == {"rejected"} and len(kinds["rejected"]) == 3
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_multi_objective_accuracy_and_parameters_give_a_pareto_front(tmp_path):
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[best_test_acc,n_params]",
+                    "model.widths.multiplier=choice(0.5,1.0)", *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(tmp_path)
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    for t in complete:
+        assert t.values == [t.user_attrs["best_test_acc"], t.user_attrs["n_params"]]
+    assert study.metric_names == ["best_test_acc", "n_params"] and study.best_trials
+    assert "solutions" in OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+
+
+def test_nan_and_exceptions_fail_their_trial_but_not_the_sweep(tmp_path):
+    proc = run_cli(toy(tmp_path, "x=choice(0,1,2,3,4,5)", "nan_on=[1]", "raise_on=[2]", "hydra/sweeper/sampler=grid",
+                       "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=1.0"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kinds = by_kind(load(tmp_path, "toy"))
+    assert len(kinds["complete"]) == 4
+    errors = {t.params["x"]: t.user_attrs["error"] for t in kinds["fail"]}
+    assert errors == {1: "objective is not finite: [nan]", 2: "RuntimeError: boom at x=2"}
+
+
+def test_too_many_failures_stop_the_sweep(tmp_path):
+    proc = run_cli(toy(tmp_path, "x=choice(0,1,2,3,4,5)", "raise_on=[0,1,2,3,4,5]", "hydra.sweeper.n_trials=4",
+                       "hydra.sweeper.max_failure_rate=0.5"), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "1 of 1 trained trials failed, over max_failure_rate=0.5" in proc.stderr
+    assert "RuntimeError: boom" in proc.stderr
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_killed_sweep_resumes_with_exactly_n_trials_and_the_killed_trial_failed(tmp_path, retry):
+    args = toy(tmp_path, "x=range(0,100)", "sleep=2", "hydra.sweeper.n_trials=3",
+               f"hydra.sweeper.retry_stale_trials={str(retry).lower()}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: any(t.state == TrialState.RUNNING and t.user_attrs.get("launched")
+                             for t in load(tmp_path, "toy").get_trials()))
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    (killed,) = [t for t in load(tmp_path, "toy").get_trials() if t.state == TrialState.RUNNING]
+
+    proc = run_cli(args, cwd=tmp_path)  # the same command again
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(tmp_path, "toy").get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    again = trials[killed.number]
+    assert again.state == TrialState.FAIL and "no heartbeat" in again.user_attrs["error"]
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    if retry:
+        assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
+    else:
+        assert retries == []
+
+
+def test_n_jobs_workers_share_the_study_without_barriers(tmp_path):
+    proc = run_cli(toy(tmp_path, "x=range(0,100)", "sleep=1", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(tmp_path, "toy").get_trials()
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["worker"] for t in trials} == {"0", "1"}
+
+
+def test_two_invocations_of_the_same_command_finish_exactly_n_trials(tmp_path):
+    args = toy(tmp_path, "x=range(0,100)", "sleep=0.5", "hydra.sweeper.n_trials=6")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    trials = load(tmp_path, "toy").get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6 and len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_rerunning_a_finished_sweep_trains_nothing_more(tmp_path):
+    args = toy(tmp_path, "x=range(0,10)", "hydra.sweeper.n_trials=2")
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert len(load(tmp_path, "toy").get_trials()) == 2
+    assert "2 of 2 trained trials done" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["x=5"], "the search space is empty"),
+        (["x=range(5,1)"], "search space: x=range(5,1): the range is empty"),
+        (["x=range(0,3)", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is out of range"),
+        (["x=range(0,3)", "hydra.sweeper.direction=up"], "hydra.sweeper.direction='up' is not one of: maximize, minimize"),
+    ],
+)
+def test_bad_sweeper_input_is_one_clear_line(tmp_path, args, message):
+    proc = run_cli(toy(tmp_path, *args), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_study_with_another_direction_is_refused(tmp_path):
+    assert run_cli(toy(tmp_path, "x=range(0,3)", "hydra.sweeper.n_trials=1"), cwd=tmp_path).returncode == 0
+    proc = run_cli(toy(tmp_path, "x=range(0,3)", "hydra.sweeper.direction=minimize"), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "study 'toy' exists with direction ['maximize'], not ['minimize']" in proc.stderr
