@@ -230,8 +230,10 @@ class BudgetOptunaSweeper(Sweeper):
         log.info("study: %s (%s %s), %d of %d trained trials done", self.study_name,
                  "/".join(self.directions), "/".join(self._metric_names()), done, self.n_trials)
         log.info("sampler: %s, pruner: %s, n_jobs: %d", type(study.sampler).__name__, type(study.pruner).__name__, self.n_jobs)
-        log.info("budget: %s parameters (over-budget trials are recorded, never trained)",
-                 f"{max_params:,}" if max_params is not None else "no limit")
+        if max_params is not None:
+            log.info("budget: %s parameters (over-budget trials are recorded, never trained)", f"{max_params:,}")
+        else:
+            log.info("budget: none (budget.max_params is null or absent)")
         log.info("search space: %s", ", ".join(f"{k}: {v}" for k, v in distributions.items()))
         if fixed:
             log.info("fixed: %s", " ".join(f"{k}={v}" for k, v in fixed.items()))
@@ -402,12 +404,16 @@ class BudgetOptunaSweeper(Sweeper):
                 pick = max if self.directions[0] == "maximize" else min
                 b = pick(complete, key=lambda t: t.value)
                 best = f" | best {b.value:.4g} (trial {b.number})"
-        n_params = attrs.get("n_params")
-        log.info(
-            "trial %d %s %s | %s params | %s epochs | %.0fs%s | %d left%s",
-            number, state.name, value, f"{n_params:,}" if n_params is not None else "?", attrs.get("epochs_run", "?"),
-            seconds, best, left, f" | {error}" if error else "",
-        )
+        parts = [f"trial {number} {state.name} {value}"]
+        if attrs.get("n_params") is not None:
+            parts.append(f"{attrs['n_params']:,} params")
+        if attrs.get("epochs_run") is not None:
+            parts.append(f"{attrs['epochs_run']} epochs")
+        parts.append(f"{seconds:.0f}s{best}")
+        parts.append(f"{left} left")
+        if error:
+            parts.append(error)
+        log.info("%s", " | ".join(parts))
 
     def _write_results(self, study: optuna.Study, sweep_dir: str) -> None:
         """optimization_results.yaml in the sweep folder, as hydra-optuna-sweeper writes it."""

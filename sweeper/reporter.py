@@ -50,10 +50,11 @@ class TrialReporter:
         value = float(record[self.metric])
         self.curve.append(value)
         self.trial.set_user_attr("curve", self.curve)  # per-epoch values, also for multi-objective
-        if not self.prune or epoch >= record.get("epochs", float("inf")):
-            return False  # a trial that ran all its epochs completes
+        if not self.prune:
+            return False
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        last_epoch = epoch >= record.get("epochs", float("inf"))  # a trial that ran all its epochs completes
+        if not last_epoch and self.trial.should_prune():
             self.trial.set_user_attr("pruned_at_epoch", epoch)
             log.info("trial %d pruned after epoch %d (%s %.2f)", self.trial.number, epoch, self.metric, value)
             return True

@@ -101,7 +101,9 @@ def claim_lock(url: Optional[str]) -> Iterator[None]:
     path = local_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = path.with_name(path.name + ".lock")  # per database: creating its tables is serialized too
+        # One per database (creating its tables is serialized too). Not "<file>.lock": Optuna's
+        # journal backend creates and deletes that name as its own lock.
+        lock_path = path.with_name(path.name + ".claim-lock")
         with open(lock_path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:

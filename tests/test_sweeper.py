@@ -15,6 +15,8 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from sweeper.storage import open_storage
+
 from .support import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -24,13 +26,16 @@ SMALL_REAL = ["model=tiny", "data.train_subset=1000", "data.test_subset=500", "o
               "hydra/sweeper=optuna_budget"]
 
 
-def storage_args(tmp_path, study="test"):
-    return [f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweeper.study_name={study}",
+STORAGES = {"sqlite": "sqlite:///{}/sweeps.db", "journal": "journal://{}/sweeps.log"}
+
+
+def storage_args(tmp_path, study="test", kind="sqlite"):
+    return [f"hydra.sweeper.storage={STORAGES[kind].format(tmp_path)}", f"hydra.sweeper.study_name={study}",
             f"hydra.sweep.dir={tmp_path}/sweep"]
 
 
-def load(tmp_path, study="test"):
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweeps.db")
+def load(tmp_path, study="test", kind="sqlite"):
+    return optuna.load_study(study_name=study, storage=open_storage(STORAGES[kind].format(tmp_path)))
 
 
 def by_kind(study):
@@ -41,8 +46,8 @@ def by_kind(study):
     return kinds
 
 
-def toy(tmp_path, *args, study="toy"):
-    return ["tests.toy_app.app", "-m", *args, *storage_args(tmp_path, study)]
+def toy(tmp_path, *args, study="toy", kind="sqlite"):
+    return ["tests.toy_app.app", "-m", *args, *storage_args(tmp_path, study, kind)]
 
 
 def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables_need(tmp_path):
@@ -184,15 +189,16 @@ def test_n_jobs_workers_share_the_study_without_barriers(tmp_path):
     assert {t.user_attrs["worker"] for t in trials} == {"0", "1"}
 
 
-def test_two_invocations_of_the_same_command_finish_exactly_n_trials(tmp_path):
-    args = toy(tmp_path, "x=range(0,100)", "sleep=0.5", "hydra.sweeper.n_trials=6")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_invocations_of_the_same_command_finish_exactly_n_trials(tmp_path, kind):
+    args = toy(tmp_path, "x=range(0,100)", "sleep=0.5", "hydra.sweeper.n_trials=6", kind=kind)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-    trials = load(tmp_path, "toy").get_trials()
+    trials = load(tmp_path, "toy", kind).get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6 and len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
