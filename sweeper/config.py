@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 SWEEPER_NAME = "optuna_budget"
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"  # relative to the directory the sweep is started in
+STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # overrides the default; keeps a database password out of commands and configs
 
 
 @dataclass
@@ -118,7 +119,7 @@ class OptunaBudgetSweeperConf:
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: Any = "maximize"  # or a list, e.g. [maximize, minimize] with objectives
-    storage: Optional[str] = DEFAULT_STORAGE  # any Optuna storage URL, or journal:///path/file.log
+    storage: Optional[str] = f"${{oc.env:{STORAGE_ENV},{DEFAULT_STORAGE}}}"  # any Optuna URL, or journal:///path/file.log
     study_name: str = "mnist"  # a sweep resumes the study of this name in the storage
     n_trials: int = 20  # trained trials the study should hold in total (rejected ones do not count)
     n_jobs: int = 1  # trials at once on this machine (worker processes)

@@ -56,3 +56,29 @@ def test_unknown_group_option_lists_the_valid_ones():
     with pytest.raises(ConfigCompositionException) as info:
         compose("model/norm=batchnorm")
     assert "bn_relu" in str(info.value) and "relu_bn" in str(info.value)
+
+
+@pytest.mark.parametrize("preset", group_options("search"))
+def test_every_search_preset_names_real_keys_and_options(preset):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from optuna.distributions import CategoricalDistribution
+
+    import hydra_plugins.mnist_arch_sweeper  # noqa: F401  the sweeper's configs
+    from mnist_arch.config import CONF_DIR
+    from sweeper.search_space import search_space_from_overrides
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"+search={preset}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.mnist_arch_sweeper.BudgetOptunaSweeper"
+    distributions, fixed = search_space_from_overrides([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+    assert distributions and not fixed
+    for key, dist in distributions.items():
+        if "/" in key or key in ("schedule", "optim"):  # a config group: every choice must be an option
+            assert set(dist.choices) <= set(group_options(key)), key
+            for choice in dist.choices:  # and compose with the preset
+                compose(f"+search={preset}", f"{key}={choice}")
+        else:
+            assert OmegaConf.select(cfg, key) is not None, key
+            if isinstance(dist, CategoricalDistribution):
+                compose(f"+search={preset}", f"{key}={dist.choices[0]}")

@@ -65,6 +65,8 @@ def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables
         assert t.user_attrs["n_params"] > 20000 and t.user_attrs["max_params"] == 20000
         assert t.user_attrs["reason"] == f"{t.user_attrs['n_params']:,} parameters > budget.max_params=20,000"
         assert "launched" not in t.user_attrs and t.intermediate_values == {}
+        if hasattr(t, "constraints"):  # Optuna 5: samplers rank it infeasible
+            assert t.constraints == {"params_over_budget": float(t.user_attrs["n_params"] - 20000)}
         assert not (tmp_path / "sweep" / str(t.number)).exists()  # the job was never launched
         assert f"trial {t.number} rejected" in proc.stderr + proc.stdout
     for t in kinds["complete"]:
@@ -233,3 +235,22 @@ def test_a_study_with_another_direction_is_refused(tmp_path):
     proc = run_cli(toy(tmp_path, "x=range(0,3)", "hydra.sweeper.direction=minimize"), cwd=tmp_path)
     assert proc.returncode != 0
     assert "study 'toy' exists with direction ['maximize'], not ['minimize']" in proc.stderr
+
+
+def test_reporter_reaches_its_trial_from_another_process_through_the_storage(tmp_path):
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="bridge", storage=url, direction="maximize")
+    trial = study.ask()
+    script = (
+        "from sweeper.reporter import TrialReporter\n"
+        f"r = TrialReporter(trial_number={trial.number}, storage={url!r}, study_name='bridge')\n"
+        "assert r.on_epoch_end(1, {'test_acc': 97.5, 'epochs': 3}) is False\n"
+        "r.on_train_end({'n_params': 123, 'best_test_acc': 97.5, 'epochs_run': 1})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    frozen = optuna.load_study(study_name="bridge", storage=url).trials[0]
+    assert frozen.intermediate_values == {1: 97.5}
+    assert frozen.user_attrs["curve"] == [97.5]
+    assert frozen.user_attrs["n_params"] == 123 and frozen.user_attrs["epochs_run"] == 1

@@ -1,0 +1,97 @@
+"""PNG figures of a study: history, importances, parallel coordinates, accuracy vs parameters, curves."""
+
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+
+from .results import pareto_front  # noqa: E402
+
+TARGET_ACC = 99.4
+TOP_CURVES = 8
+
+
+def _save(fig, path: Path, written: List[Path]) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+
+
+def _optuna_plot(make, study, path: Path, written: List[Path], notes: List[str]) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax = make(study)
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        _save(fig, path, written)
+    except Exception as exc:  # e.g. too few complete trials for importances
+        notes.append(f"{path.name}: skipped ({' '.join(str(exc).split())[:120]})")
+        plt.close("all")
+
+
+def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Path, written: List[Path]) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for state, marker, color in (("complete", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
+        pts = [r for r in rows if r["state"] == state and r["best_acc"] is not None and r["params"] is not None]
+        ax.scatter([r["params"] for r in pts], [r["best_acc"] for r in pts], marker=marker, color=color,
+                   label=f"{state} ({len(pts)})", alpha=0.8)
+    rejected = [r["params"] for r in rows if r["state"] == "rejected" and r["params"] is not None]
+    if rejected:
+        ax.scatter(rejected, [ax.get_ylim()[0]] * len(rejected), marker="x", color="tab:red",
+                   label=f"rejected, over budget ({len(rejected)})")
+    front = pareto_front(rows)
+    if front:
+        ax.step([r["params"] for r in front], [r["best_acc"] for r in front], where="post", color="tab:green",
+                label="Pareto front")
+    if max_params:
+        ax.axvline(max_params, color="tab:red", linestyle="--", label=f"{max_params:,} parameters")
+    ax.axhline(TARGET_ACC, color="tab:orange", linestyle="--", label=f"{TARGET_ACC}%")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("best test accuracy (%)")
+    ax.set_title("accuracy versus parameters")
+    ax.legend(fontsize=8)
+    _save(fig, path, written)
+
+
+def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], path: Path, written: List[Path]) -> None:
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    top = [r for r in rows if r["state"] in ("complete", "pruned")][:TOP_CURVES]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in top:
+        curve = by_number[r["trial"]].user_attrs.get("curve") or []
+        style = "-" if r["state"] == "complete" else ":"
+        ax.plot(range(1, len(curve) + 1), curve, style, marker=".", label=f"trial {r['trial']} ({r['state']})")
+    ax.axhline(TARGET_ACC, color="tab:orange", linestyle="--", linewidth=1)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials (dotted: pruned)")
+    if top:
+        ax.legend(fontsize=8)
+    _save(fig, path, written)
+
+
+def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path) -> List[Path]:
+    from optuna.visualization import matplotlib as ovm
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    notes: List[str] = []
+    single = len(study.directions) == 1
+    if single:
+        _optuna_plot(ovm.plot_optimization_history, study, out / "history.png", written, notes)
+        _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)
+        _optuna_plot(ovm.plot_parallel_coordinate, study, out / "parallel.png", written, notes)
+    max_params = next((t.user_attrs.get("max_params") for t in study.get_trials(deepcopy=False)
+                       if t.user_attrs.get("max_params")), None)
+    accuracy_vs_parameters(rows, max_params, out / "accuracy_vs_params.png", written)
+    curves(study, rows, out / "curves.png", written)
+    for note in notes:
+        print(note)
+    return written

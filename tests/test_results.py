@@ -1,0 +1,240 @@
+"""mnist-results on a study this test writes with known trials (complete, pruned, rejected, failed)."""
+
+import csv
+import io
+import json
+import sqlite3
+import struct
+import warnings
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from mnist_arch.model import count_parameters
+from sweeper.export import export_trial, trial_config
+from sweeper.results import main, pareto_front, run, parse_args, summary, trial_rows
+
+from .support import compose, run_cli
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = {"model/widths": CategoricalDistribution(["tiny", "s4", "wide"]), "optim.lr": FloatDistribution(0.01, 0.3, log=True)}
+
+
+def add(study, number_params, state, widths, lr, attrs, curve=()):
+    trial = optuna.trial.create_trial(
+        params={"model/widths": widths, "optim.lr": lr}, distributions=SPACE, state=state,
+        value=attrs.get("best_test_acc") if state == TrialState.COMPLETE else None,
+        intermediate_values={i + 1: v for i, v in enumerate(curve)},
+        user_attrs={"n_params": number_params, "max_params": 20000, "curve": list(curve),
+                    "overrides": [f"model/widths={widths}", f"optim.lr={lr}"], **attrs},
+    )
+    study.add_trial(trial)
+
+
+@pytest.fixture
+def db(tmp_path):
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="known", storage=url, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["best_test_acc"])
+    full = {"launched": True, "epochs_run": 4, "seconds": 100.0, "device": "cpu"}
+    add(study, 7988, TrialState.COMPLETE, "s4", 0.05,
+        {**full, "best_test_acc": 99.45, "final_test_acc": 99.41, "best_epoch": 3, "epoch_reached_target": 3}, [98, 99, 99.45, 99.41])
+    add(study, 4938, TrialState.COMPLETE, "tiny", 0.1,
+        {**full, "best_test_acc": 99.2, "final_test_acc": 99.2, "best_epoch": 4, "epoch_reached_target": None}, [97, 98, 99, 99.2])
+    add(study, 16454, TrialState.COMPLETE, "wide", 0.02,
+        {**full, "best_test_acc": 99.3, "final_test_acc": 99.1, "best_epoch": 2, "epoch_reached_target": None}, [98, 99.3, 99.2, 99.1])
+    add(study, 4938, TrialState.PRUNED, "tiny", 0.01,
+        {"launched": True, "epochs_run": 1, "seconds": 25.0, "best_test_acc": 90.0, "final_test_acc": 90.0,
+         "best_epoch": 1, "pruned_at_epoch": 1}, [90.0])
+    add(study, 44286, TrialState.PRUNED, "wide", 0.2,
+        {"rejected": "over_budget", "reason": "44,286 parameters > budget.max_params=20,000"})
+    add(study, 7988, TrialState.FAIL, "s4", 0.3, {"launched": True, "error": "RuntimeError: boom"})
+    study.ask(SPACE)  # a trial still running: the study is read while the sweep goes on
+    return tmp_path, url
+
+
+def rows_of(url, *args):
+    return json.loads(run(parse_args(["--storage", url, "known", "--format", "json", *args])))
+
+
+def test_rows_are_ranked_and_exact(db):
+    _, url = db
+    rows = rows_of(url)
+    assert [(r["rank"], r["trial"], r["state"]) for r in rows] == [
+        (1, 0, "complete"), (2, 2, "complete"), (3, 1, "complete"), (4, 3, "pruned"), (None, 4, "rejected"),
+        (None, 5, "failed"), (None, 6, "running"),
+    ]
+    assert rows[0] == {
+        "rank": 1, "trial": 0, "state": "complete", "objective": 99.45, "best_acc": 99.45, "final_acc": 99.41,
+        "best_epoch": 3, "reached_target": 3, "params": 7988, "lr": 0.05, "widths": "s4", "epochs": 4,
+        "seconds": 100.0, "note": None,
+    }
+    assert rows[4]["note"] == "44,286 parameters > budget.max_params=20,000" and rows[4]["params"] == 44286
+    assert rows[5]["note"] == "RuntimeError: boom"
+
+
+def test_summary_counts_times_and_savings(db):
+    _, url = db
+    study = optuna.load_study(study_name="known", storage=url)
+    s = summary(study)
+    assert s["trials"] == {"complete": 3, "pruned": 1, "rejected": 1, "failed": 1, "running": 1, "waiting": 0}
+    assert s["training_seconds"] == 325.0  # three full trials and the pruned one
+    assert s["full_trial_seconds"] == 100.0
+    assert s["saved_by_pruning_seconds"] == 75.0  # ran 1 of 4 epochs
+    assert s["saved_by_rejecting_seconds"] == 100.0
+    assert s["reached_target_under_budget"] == 1
+    assert s["best"]["trial"] == 0 and s["best"]["params"] == 7988
+
+
+@pytest.mark.parametrize(
+    "args, trials",
+    [
+        (["--top", "2"], [0, 2]),
+        (["--state", "pruned,rejected"], [3, 4]),
+        (["--max-params", "8000"], [0, 1, 3, 5]),
+        (["--min-acc", "99.25"], [0, 2]),
+        (["--pareto"], [1, 0]),  # 4,938 at 99.2 and 7,988 at 99.45; wide is dominated by s4
+    ],
+)
+def test_filters_and_pareto(db, args, trials):
+    assert [r["trial"] for r in rows_of(db[1], *args)] == trials
+
+
+def test_csv_and_json_round_trip(db):
+    _, url = db
+    as_json = rows_of(url)
+    text = run(parse_args(["--storage", url, "known", "--format", "csv"]))
+    as_csv = list(csv.DictReader(io.StringIO(text)))
+    assert [int(r["trial"]) for r in as_csv] == [r["trial"] for r in as_json]
+    assert [float(r["best_acc"]) if r["best_acc"] else None for r in as_csv] == [r["best_acc"] for r in as_json]
+    assert as_csv[0]["widths"] == "s4" and as_csv[4]["state"] == "rejected"
+
+
+def test_text_and_markdown_show_summary_and_table(db):
+    _, url = db
+    text = run(parse_args(["--storage", url, "known"]))
+    assert "trials: 3 complete, 1 pruned, 1 rejected, 1 failed, 1 running" in text
+    assert "saved by pruning: 1.2 min, by rejecting over-budget trials: 1.7 min" in text
+    assert "best: trial 0, 99.45 with 7,988 parameters" in text
+    md = run(parse_args(["--storage", url, "known", "--format", "markdown"]))
+    assert "| rank | trial | state |" in md and "| 1 | 0 | complete | 99.45 |" in md
+
+
+def test_listing_studies_and_reading_never_writes(db):
+    tmp_path, url = db
+    before = (tmp_path / "sweeps.db").read_bytes()
+    listing = run(parse_args(["--storage", url]))
+    assert "known" in listing and "99.45" in listing
+    rows_of(url)
+    assert (tmp_path / "sweeps.db").read_bytes() == before
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_valid_pngs_with_the_expected_content(db, tmp_path):
+    _, url = db
+    from sweeper.plots import accuracy_vs_parameters, write_plots
+    import matplotlib.pyplot as plt
+
+    study = optuna.load_study(study_name="known", storage=url)
+    written = write_plots(study, trial_rows(study), tmp_path / "plots")
+    assert {p.name for p in written} == {"history.png", "importances.png", "parallel.png", "accuracy_vs_params.png", "curves.png"}
+    for p in written:
+        w, h = png_size(p)
+        assert w > 300 and h > 200
+
+    captured = {}
+    real_save = plt.Figure.savefig
+
+    def keep(fig, path, **kw):
+        captured["fig"] = fig
+        return real_save(fig, path, **kw)
+
+    plt.Figure.savefig = keep
+    try:
+        accuracy_vs_parameters(trial_rows(study), 20000, tmp_path / "a.png", [])
+    finally:
+        plt.Figure.savefig = real_save
+    ax = captured["fig"].axes[0]
+    assert ax.get_xlabel() == "parameters" and ax.get_ylabel() == "best test accuracy (%)"
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["complete (3)", "pruned (1)", "rejected, over budget (1)", "Pareto front", "20,000 parameters", "99.4%"]
+
+
+def test_export_reproduces_the_trials_config(db, tmp_path):
+    _, url = db
+    study = optuna.load_study(study_name="known", storage=url)
+    message = export_trial(study, "best_known", conf_dir=str(tmp_path / "conf"))
+    assert "trial 0" in message
+    exported = tmp_path / "conf" / "experiment" / "best_known.yaml"
+    assert exported.read_text().startswith("# @package _global_")
+    again = compose("+experiment=best_known", f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
+    from omegaconf import OmegaConf
+
+    as_run = OmegaConf.to_container(again, resolve=True)
+    as_run.pop("hydra", None)
+    assert as_run == trial_config(["model/widths=s4", "optim.lr=0.05"])
+    assert count_parameters(again.model) == 7988
+    with pytest.raises(Exception, match="exists"):
+        export_trial(study, "best_known", conf_dir=str(tmp_path / "conf"))
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda p, u: ["--storage", u, "nosuch"], "no study 'nosuch' in this database; studies: known"),
+        (lambda p, u: ["--storage", f"sqlite:///{p}/missing.db", "known"], "no sweep database at"),
+        (lambda p, u: ["--storage", u, "known", "--state", "done"], "--state done is not one of: complete"),
+        (lambda p, u: ["--storage", u, "known", "--export", "x", "--trial", "99"], "--trial 99: no such trial"),
+    ],
+)
+def test_errors_are_one_line_with_nonzero_exit(db, make_args, message, capsys):
+    tmp_path, url = db
+    with pytest.raises(SystemExit) as info:
+        main(make_args(tmp_path, url))
+    assert message in str(info.value.code) and "\n" not in str(info.value.code)
+
+
+def test_corrupted_database_is_reported(tmp_path):
+    (tmp_path / "bad.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SystemExit) as info:
+        main(["--storage", f"sqlite:///{tmp_path}/bad.db"])
+    assert "is not a readable SQLite database" in str(info.value.code)
+
+
+def test_database_of_an_incompatible_optuna_version_says_how_to_upgrade(db):
+    tmp_path, url = db
+    con = sqlite3.connect(tmp_path / "sweeps.db")
+    con.execute("UPDATE alembic_version SET version_num = 'v0.9.0.a'")
+    con.commit()
+    con.close()
+    with pytest.raises(SystemExit) as info:
+        main(["--storage", url, "known"])
+    assert "optuna storage upgrade" in str(info.value.code)
+
+
+@pytest.mark.slow
+def test_results_command_line(db):
+    tmp_path, url = db
+    proc = run_cli(["sweeper.results", "--storage", url, "known", "--top", "1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "trial" in proc.stdout and "99.45" in proc.stdout
+
+
+def test_journal_storage_is_read_too(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "sweeps.log")))
+    study = optuna.create_study(study_name="known", storage=storage, direction="maximize")
+    add(study, 7988, TrialState.COMPLETE, "s4", 0.05, {"launched": True, "best_test_acc": 99.1, "seconds": 5.0, "epochs_run": 1})
+    rows = rows_of(f"journal://{tmp_path}/sweeps.log")
+    assert [(r["trial"], r["state"], r["best_acc"], r["params"]) for r in rows] == [(0, "complete", 99.1, 7988)]
