@@ -10,13 +10,18 @@ the configured objective, so a sweeper can optimise it.
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import hydra
+import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, HydraException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import CONF_DIR, PRIMARY_CONFIG
 from .trainer import fit
@@ -41,8 +46,63 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
 
 
 @hydra.main(config_path=CONF_DIR, config_name=PRIMARY_CONFIG, version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def train_app(cfg: DictConfig) -> float:
     return run(cfg)["objective"]
+
+
+USER_ERRORS = (HydraException, OmegaConfBaseException)
+
+
+def one_line(exc: BaseException) -> str:
+    """A user error as one line: Hydra's and OmegaConf's multi-line messages folded, noise dropped."""
+    if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, CompactHydraException):
+        exc = exc.__cause__  # e.g. a SweepError raised while Hydra instantiated the sweeper
+    text = str(exc).split("Config search path:")[0].split("See https://hydra.cc")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("full_key:", "reference_type=", "object_type="))]
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        if first and first not in lines:
+            lines.append(first)
+    folded: list = []
+    for line in lines:  # "Available options in 'model':" + one option per line -> one clause
+        if folded and folded[-1].endswith(":"):
+            folded[-1] += " " + line
+        elif folded and " " not in line and folded[-1].split(":")[0].startswith("Available options"):
+            folded[-1] += ", " + line
+        else:
+            folded.append(line)
+    return "; ".join(folded)
+
+
+def _report_user_errors_in_one_line(func: Callable[[], Any]) -> Any:
+    """Hydra's run_and_report, except that errors a user causes print as one line (exit 1).
+
+    Anything else (a bug) keeps Hydra's traceback; HYDRA_FULL_ERROR=1 shows every traceback.
+    """
+    try:
+        return func()
+    except USER_ERRORS as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(f"Error: {one_line(exc)}\n")
+        sys.exit(1)
+    except Exception as exc:  # a bug: Hydra's own report, traceback included
+
+        def reraise() -> None:
+            raise exc
+
+        return _hydra_run_and_report(reraise)
+
+
+_hydra_run_and_report = hydra_internal.run_and_report
+
+
+def main() -> None:
+    """The ``mnist-train`` console script."""
+    hydra_internal.run_and_report = _report_user_errors_in_one_line  # Hydra's entry looks it up at call time
+    train_app()
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ class OptunaBudgetSweeperConf:
     grace_period: int = 120  # a RUNNING trial without a heartbeat this long is marked failed
     retry_stale_trials: bool = False  # re-queue a trial failed by a killed worker, same parameters
     threads_per_job: Optional[int] = None  # CPU threads per trial; null: cores / n_jobs
+    storage_patience: int = 120  # seconds workers wait for an unreachable database before stopping
 
 
 def register_configs() -> None:

@@ -21,6 +21,7 @@ total of trained trials, whatever the number of invocations.
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -37,12 +38,17 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import DBAPIError
 
 from .liveness import LOST_WORKER_ATTR, fail_stale_trials, heartbeat
 from .reporter import ACTIVE_STUDIES
 from .search_space import SearchSpaceError, format_override, grid_choices, search_space_from_overrides
-from .storage import StorageError, claim_lock, local_file, load_or_create_study, masked, open_storage
+from .config import STORAGE_ENV
+from .storage import (
+    StorageError, check_url, claim_lock, has_password, local_file, load_or_create_study, masked, open_storage, retry_transient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,7 @@ class BudgetOptunaSweeper(Sweeper):
         grace_period: int,
         retry_stale_trials: bool,
         threads_per_job: Optional[int],
+        storage_patience: int,
     ) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
@@ -115,6 +122,7 @@ class BudgetOptunaSweeper(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.retry_stale_trials = retry_stale_trials
         self.threads_per_job = threads_per_job
+        self.storage_patience = storage_patience
         for key, value, ok in (
             ("n_trials", n_trials, n_trials >= 1), ("n_jobs", n_jobs, n_jobs >= 1),
             ("max_failure_rate", max_failure_rate, 0.0 <= max_failure_rate <= 1.0),
@@ -126,12 +134,22 @@ class BudgetOptunaSweeper(Sweeper):
                 raise SweepError(f"hydra.sweeper.{key}={value} is out of range (see sweeper/config.py)")
         if self.objectives is not None and len(self.objectives) != len(self.directions):
             raise SweepError(f"hydra.sweeper.objectives has {len(self.objectives)} names for {len(self.directions)} directions")
+        try:
+            check_url(storage)
+        except StorageError as exc:
+            raise SweepError(str(exc)) from None
         if n_jobs > 1 and storage is None:
             raise SweepError("hydra.sweeper.n_jobs > 1 needs a storage the worker processes share; set hydra.sweeper.storage")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
         self.config = config
+        raw = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("storage")
+        if isinstance(raw, str) and "${" not in raw and has_password(raw):
+            raise SweepError(
+                f"hydra.sweeper.storage={masked(raw)!r} holds a password, and Hydra writes the command line and "
+                f"config to disk: put the URL in ${STORAGE_ENV} (or the password in PGPASSWORD / ~/.pgpass) instead"
+            )
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -153,6 +171,9 @@ class BudgetOptunaSweeper(Sweeper):
 
     def _make_sampler(self, distributions: Dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
         cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
+        worker = int(os.environ.get(WORKER_ENV, "0"))
+        if cfg.get("seed") is not None and worker:
+            cfg["seed"] += worker  # same seed in every worker process would propose the same points
         target = cfg.get("_target_", "")
         kwargs: Dict[str, Any] = {}
         if target.endswith("GridSampler"):
@@ -196,6 +217,8 @@ class BudgetOptunaSweeper(Sweeper):
                 study = load_or_create_study(storage, self.study_name, self.directions, sampler, pruner)
         except StorageError as exc:
             raise SweepError(str(exc)) from None
+        except DBAPIError as exc:  # unreachable at start: fail in seconds, do not wait
+            raise SweepError(f"storage={masked(self.storage_url)!r} cannot be reached: {' '.join(str(exc.orig).split())[:200]}") from None
         if not study.metric_names:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -203,12 +226,17 @@ class BudgetOptunaSweeper(Sweeper):
         ACTIVE_STUDIES[(self.storage_url, self.study_name)] = study
         worker = os.environ.get(WORKER_ENV)
         sweep_dir = str(self.config.hydra.sweep.dir)
-        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SweepError(f"hydra.sweep.dir={sweep_dir} cannot be created: {exc.strerror or exc}") from None
         if worker is None:
             self._log_header(study, distributions, fixed)
         workers = [] if worker is not None else self._start_workers(sweep_dir)
         try:
             self._work(study, distributions, fixed, worker or "0")
+        except StorageError as exc:
+            raise SweepError(str(exc)) from None
         finally:
             for proc in workers:
                 if proc.poll() is None and sys.exc_info()[0] is not None:
@@ -261,46 +289,53 @@ class BudgetOptunaSweeper(Sweeper):
         streak = 0
         smallest_rejected: Optional[int] = None
         while True:
-            with claim_lock(self.storage_url):
-                fail_stale_trials(study, self.grace_period, self.retry_stale_trials)
-                trials = study.get_trials(deepcopy=False)
-                self._check_failure_rate(trials)
-                trained = [t for t in trials if is_trained(t)]
-                if len(trained) >= self.n_trials:
-                    running = [t.number for t in trained if t.state == TrialState.RUNNING]
-                    if not running:
-                        return
-                    trial = None  # others' trials still run: wait for them, or for them to go stale
-                else:
-                    trial = study.ask(distributions)
-                    if self.custom_search_space is not None:
-                        self.custom_search_space(self.config, trial)
-                    overrides = [format_override(k, v) for k, v in trial.params.items()]
-                    overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
-                    verdict = self._check_budget(trial, overrides)
-                    if verdict is None:
-                        trial.set_user_attr("launched", True)
-                        trial.set_user_attr("worker", worker)
-            if trial is None:
-                log.debug("waiting for running trials %s", running)
+            step = retry_transient(lambda: self._claim_next(study, distributions, fixed, worker),
+                                   "claiming the next trial", self.storage_patience)
+            if step is None:
+                return
+            if step == "wait":  # others' trials still run: wait for them, or for them to go stale
                 time.sleep(min(self.heartbeat_interval, 5))
                 continue
-            if verdict is not None:
-                kind, n_params, message = verdict
-                study.tell(trial, state=TrialState.PRUNED if kind == REJECTED else TrialState.FAIL)
-                log.info("trial %d %s: %s", trial.number, "rejected" if kind == REJECTED else "FAILED (not launched)", message)
-                streak += 1
-                if kind == REJECTED:
-                    smallest_rejected = min(n_params, smallest_rejected or n_params)
-                if streak >= self.max_rejected_streak:
-                    raise SweepError(
-                        f"the last {streak} trials were all over budget or unbuildable "
-                        f"(smallest over-budget model: {smallest_rejected or 0:,} parameters): the search space "
-                        "seems to be over budget; narrow it (smaller widths or multiplier) or raise budget.max_params"
-                    )
+            trial, overrides, verdict = step
+            if verdict is None:
+                streak = 0
+                self._run_trial(study, trial, overrides)
                 continue
-            streak = 0
-            self._run_trial(study, trial, overrides)
+            kind, n_params, message = verdict
+            state = TrialState.PRUNED if kind == REJECTED else TrialState.FAIL
+            retry_transient(lambda: study.tell(trial, state=state, skip_if_finished=True),
+                            f"recording trial {trial.number}", self.storage_patience)
+            log.info("trial %d %s: %s", trial.number, "rejected" if kind == REJECTED else "FAILED (not launched)", message)
+            streak += 1
+            if kind == REJECTED:
+                smallest_rejected = min(n_params, smallest_rejected or n_params)
+            if streak >= self.max_rejected_streak:
+                raise SweepError(
+                    f"the last {streak} trials were all over budget or unbuildable "
+                    f"(smallest over-budget model: {smallest_rejected or 0:,} parameters): the search space "
+                    "seems to be over budget; narrow it (smaller widths or multiplier) or raise budget.max_params"
+                )
+
+    def _claim_next(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str], worker: str):
+        """Under the claim lock: None when the study is done, "wait", or (trial, overrides, verdict)."""
+        with claim_lock(self.storage_url):
+            fail_stale_trials(study, self.grace_period, self.retry_stale_trials)
+            trials = study.get_trials(deepcopy=False)
+            self._check_failure_rate(trials)
+            trained = [t for t in trials if is_trained(t)]
+            if len(trained) >= self.n_trials:
+                return "wait" if any(t.state == TrialState.RUNNING for t in trained) else None
+            trial = study.ask(distributions)
+            if self.custom_search_space is not None:
+                self.custom_search_space(self.config, trial)
+            overrides = [format_override(k, v) for k, v in trial.params.items()]
+            overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
+            verdict = self._check_budget(trial, overrides)
+            if verdict is None:
+                trial.set_user_attr("launched", True)
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
+            return trial, overrides, verdict
 
     def _check_failure_rate(self, trials: Sequence[FrozenTrial]) -> None:
         launched = [t for t in trials if t.user_attrs.get("launched") and t.state.is_finished()
@@ -361,10 +396,17 @@ class BudgetOptunaSweeper(Sweeper):
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial, overrides: List[str]) -> None:
         started = time.perf_counter()
-        with heartbeat(study, trial._trial_id, self.heartbeat_interval):
-            ret = self.launcher.launch([self._job_overrides(trial, overrides)], initial_job_idx=trial.number)[0]
+        try:
+            with heartbeat(study, trial._trial_id, self.heartbeat_interval):
+                ret = self.launcher.launch([self._job_overrides(trial, overrides)], initial_job_idx=trial.number)[0]
+        except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
+            message = f"cannot write the job's output folder under {self.config.hydra.sweep.dir}: {exc.strerror or exc}"
+            retry_transient(lambda: (trial.set_user_attr("error", message), study.tell(trial, TrialState.FAIL,
+                            skip_if_finished=True)), f"recording trial {trial.number}", self.storage_patience)
+            raise SweepError(message + "; the trial is recorded failed, finished trials are kept") from None
         seconds = time.perf_counter() - started
-        attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        attrs = retry_transient(lambda: study._storage.get_trial(trial._trial_id).user_attrs,
+                                f"reading trial {trial.number}", self.storage_patience)
         values: Optional[List[float]] = None
         state, error = TrialState.COMPLETE, None
         if ret.status == JobStatus.FAILED:
@@ -383,14 +425,26 @@ class BudgetOptunaSweeper(Sweeper):
                     state, error = TrialState.FAIL, f"{len(values)} objective values for {len(self.directions)} directions"
                 elif not all(math.isfinite(v) for v in values):
                     state, error = TrialState.FAIL, f"objective is not finite: {values}"
-        if error:
-            trial.set_user_attr("error", error)
-        trial.set_user_attr("sweep_seconds", seconds)
+
+        def record() -> None:
+            if error:
+                trial.set_user_attr("error", error)
+            trial.set_user_attr("sweep_seconds", seconds)
+            try:
+                study.tell(trial, state=state, values=values if state == TrialState.COMPLETE else None,
+                           skip_if_finished=True)
+            except RuntimeError as exc:  # GridSampler stops the study when the grid is done
+                if "Study.stop" not in str(exc):
+                    raise
+
         try:
-            study.tell(trial, state=state, values=values if state == TrialState.COMPLETE else None)
-        except RuntimeError as exc:  # GridSampler stops the study when the grid is done
-            if "Study.stop" not in str(exc):
-                raise
+            retry_transient(record, f"recording trial {trial.number}", self.storage_patience)
+        except UpdateFinishedTrialError:
+            # Another worker failed it as stale while its heartbeats could not reach the database
+            # (an outage longer than grace_period). It stays failed; its job folder has the metrics.
+            log.warning("trial %d was marked failed by another worker during a database outage; its result is "
+                        "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
+            return
         self._log_trial(study, trial.number, state, values, attrs, seconds, error)
 
     def _log_trial(self, study, number, state, values, attrs, seconds, error) -> None:

@@ -12,13 +12,18 @@ from typing import Any, Dict, Optional, Tuple
 import optuna
 from hydra.core.hydra_config import HydraConfig
 
-from .storage import open_storage
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import DBAPIError
+
+from .storage import open_storage, retry_transient
 
 log = logging.getLogger(__name__)
 
 # Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
 # reuses the sweeper's connection (and an in-memory study is only reachable this way).
 ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], optuna.Study] = {}
+
+RESULT_PATIENCE_S = 300  # a finished trial's metrics are worth waiting for
 
 # Summary metrics of the job's result stored on the trial for result tables.
 RESULT_ATTRS = (
@@ -49,20 +54,30 @@ class TrialReporter:
     def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> bool:
         value = float(record[self.metric])
         self.curve.append(value)
-        self.trial.set_user_attr("curve", self.curve)  # per-epoch values, also for multi-objective
-        if not self.prune:
-            return False
-        self.trial.report(value, epoch)
         last_epoch = epoch >= record.get("epochs", float("inf"))  # a trial that ran all its epochs completes
-        if not last_epoch and self.trial.should_prune():
+        try:
+            self.trial.set_user_attr("curve", self.curve)  # per-epoch values, also for multi-objective
+            if not self.prune:
+                return False
+            self.trial.report(value, epoch)
+            if last_epoch or not self.trial.should_prune():
+                return False
             self.trial.set_user_attr("pruned_at_epoch", epoch)
-            log.info("trial %d pruned after epoch %d (%s %.2f)", self.trial.number, epoch, self.metric, value)
-            return True
-        return False
+        except (StorageInternalError, DBAPIError) as exc:  # the database is away: train on, decide next epoch
+            log.warning("trial %d: could not reach the database after epoch %d (%s); training goes on",
+                        self.trial.number, epoch, " ".join(str(exc).split())[:120])
+            return False
+        log.info("trial %d pruned after epoch %d (%s %.2f)", self.trial.number, epoch, self.metric, value)
+        return True
 
     def on_train_end(self, result: Dict[str, Any]) -> None:
-        for key in RESULT_ATTRS:
-            if key in result:
-                self.trial.set_user_attr(key, result[key])
+        attrs = {key: result[key] for key in RESULT_ATTRS if key in result}
+        attrs["curve"] = self.curve
         if HydraConfig.initialized():
-            self.trial.set_user_attr("output_dir", HydraConfig.get().runtime.output_dir)
+            attrs["output_dir"] = HydraConfig.get().runtime.output_dir
+
+        def store() -> None:
+            for key, value in attrs.items():
+                self.trial.set_user_attr(key, value)
+
+        retry_transient(store, f"storing the results of trial {self.trial.number}", RESULT_PATIENCE_S)

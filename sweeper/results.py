@@ -256,7 +256,8 @@ def format_summary(s: Dict[str, Any]) -> str:
     ]
     if s["best"]:
         b = s["best"]
-        lines.append(f"best: trial {b['trial']}, {b['value']:.4g} with {b['params']:,} parameters: {b['hyperparameters']}")
+        size = f" with {b['params']:,} parameters" if b["params"] is not None else ""
+        lines.append(f"best: trial {b['trial']}, {b['value']:.4g}{size}: {b['hyperparameters']}")
     return "\n".join(lines)
 
 

@@ -8,22 +8,64 @@ writers without SQLite's locking), or null for an in-memory study (one process o
 import contextlib
 import fcntl
 import hashlib
-import os
+import logging
+import re
 import threading
+import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOURNAL_PREFIX = "journal://"
 SQLITE_TIMEOUT_S = 60  # several local processes share one SQLite file: wait for its lock, don't fail
 
 
 class StorageError(ValueError):
-    """A storage URL that cannot be opened."""
+    """A storage URL that cannot be opened, or a database lost for longer than we wait."""
+
+
+def _short(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__ or exc
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text.split(" (Background on this error")[0].split("[SQL:")[0].strip()[:200]
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}".lower()
+    return "disk is full" in text or "no space left" in text or "disk full" in text
+
+
+def retry_transient(fn: Callable[[], T], what: str, patience_s: float) -> T:
+    """``fn()``, retried with backoff while the database is unreachable, for up to ``patience_s``.
+
+    A full disk is not transient: it fails at once. Past the patience: StorageError, one line.
+    """
+    started, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            return fn()
+        except (StorageInternalError, DBAPIError) as exc:
+            if is_disk_full(exc):
+                raise StorageError(f"{what}: the database's disk is full ({_short(exc)}); free space and re-run "
+                                   "the same command: finished trials are kept") from None
+            waited = time.monotonic() - started
+            if waited > patience_s:
+                raise StorageError(
+                    f"{what}: the database has been unreachable for {waited:.0f}s ({_short(exc)}); finished trials "
+                    "are kept in it: re-run the same command when it is back"
+                ) from None
+            log.warning("%s: database unreachable (%s); retrying in %.1fs", what, _short(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def masked(url: Optional[str]) -> str:
@@ -35,7 +77,36 @@ def masked(url: Optional[str]) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "<unparseable storage URL>"
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)  # not a URL, but may still hold a password
+
+
+def unknown_scheme(url: str) -> str:
+    return (f"storage={masked(url)!r} has an unknown scheme; use sqlite:///file.db, postgresql://user@host/db, "
+            "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
+
+
+def check_url(url: Optional[str]) -> None:
+    """Refuse, before any work, a storage URL that is not one or whose scheme no driver knows."""
+    if url is None or url.startswith(JOURNAL_PREFIX):
+        return
+    try:
+        make_url(url).get_dialect()
+    except NoSuchModuleError:
+        raise StorageError(unknown_scheme(url)) from None
+    except Exception:
+        raise StorageError(
+            f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
+            "mysql+pymysql://user@host/db, journal:///path/file.log, or null"
+        ) from None
+
+
+def has_password(url: str) -> bool:
+    if url.startswith(JOURNAL_PREFIX):
+        return False
+    try:
+        return bool(make_url(url).password)
+    except Exception:
+        return False
 
 
 def local_file(url: Optional[str]) -> Optional[Path]:
@@ -44,7 +115,10 @@ def local_file(url: Optional[str]) -> Optional[Path]:
         return None
     if url.startswith(JOURNAL_PREFIX):
         return Path(url[len(JOURNAL_PREFIX):]).expanduser().resolve()
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None  # not a URL: open_storage says so
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).expanduser().resolve()
     return None
@@ -75,8 +149,10 @@ def open_storage(url: Optional[str]) -> BaseStorage:
         engine_kwargs["pool_pre_ping"] = True
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs)
+    except NoSuchModuleError:
+        raise StorageError(unknown_scheme(url)) from None
     except ImportError as exc:
-        raise StorageError(f"storage={masked(url)!r} needs a database driver: {exc}") from None
+        raise StorageError(f"storage={masked(url)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
     except Exception as exc:
         message = " ".join(str(exc).split())[:300]
         raise StorageError(f"storage={masked(url)!r} cannot be opened: {message}") from None
@@ -115,7 +191,13 @@ def claim_lock(url: Optional[str]) -> Iterator[None]:
 
     key = int.from_bytes(hashlib.sha256(b"mnist-arch-sweep").digest()[:8], "big", signed=True)  # one per database
     backend = make_url(url).get_backend_name()
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    connect_args = {"connect_timeout": 10} if backend == "postgresql" else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(unknown_scheme(url)) from None
+    except ImportError as exc:
+        raise StorageError(f"storage={masked(url)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
     with engine.connect() as conn:
         if backend == "postgresql":
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})

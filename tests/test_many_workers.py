@@ -1,0 +1,200 @@
+"""Several worker processes on one study: SQLite, the journal file, and a real PostgreSQL server."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.storage import open_storage
+
+from .support import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PASSWORD = "Pw-7d1c9e-never-on-disk"
+
+
+def storage_url(kind, tmp_path, postgres=None, study_dir=True):
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/sweeps.db"
+    if kind == "journal":
+        return f"journal://{tmp_path}/sweeps.log"
+    return postgres.url(PASSWORD)
+
+
+def start_workers(n, args, cwd, url, extra_env=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MNIST_SWEEP_STORAGE": url, **(extra_env or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return [subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(n)]
+
+
+def finish(procs, timeout=600):
+    outputs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout)
+        outputs.append(out)
+    return outputs
+
+
+def trials_of(url, study):
+    return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
+
+
+@pytest.fixture(params=["sqlite", "journal", "postgres"])
+def kind_url(request, tmp_path):
+    server = request.getfixturevalue("postgres") if request.param == "postgres" else None
+    return request.param, storage_url(request.param, tmp_path, server)
+
+
+def test_three_workers_finish_exactly_n_trials(kind_url, tmp_path):
+    kind, url = kind_url
+    study = f"three-{kind}-{tmp_path.name}"
+    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "sleep=0.3", "hydra.sweeper.n_trials=12",
+            f"hydra.sweeper.study_name={study}"]
+    outputs = finish(start_workers(3, args, tmp_path, url))
+    trials = trials_of(url, study)
+    assert all("Traceback" not in out for out in outputs), outputs
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.user_attrs["host_pid"] for t in trials}) == 3  # all three did work
+
+
+def test_real_sweep_on_postgres_with_three_workers_keeps_the_password_off_disk(postgres, tmp_path):
+    url = postgres.url(PASSWORD)
+    study = f"real-{tmp_path.name}"
+    args = ["mnist_arch.train", "-m", "model=tiny", "data.train_subset=500", "data.test_subset=500", "trainer.epochs=1",
+            "optim=adam", "schedule=none", "hydra/sweeper=optuna_budget", "optim.lr=tag(log,interval(0.001,0.01))",
+            "hydra.sweeper.n_trials=4", f"hydra.sweeper.study_name={study}", "hydra.sweeper.heartbeat_interval=1"]
+    outputs = finish(start_workers(3, args, tmp_path, url))
+    for out in outputs:
+        assert "Traceback" not in out, out[-2000:]
+        assert PASSWORD not in out
+        assert "postgresql://postgres:***@127.0.0.1" in out  # the storage line, masked
+    trials = trials_of(url, study)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 and len(trials) == 4
+    # nothing the sweep wrote holds the password: outputs, Hydra's config snapshots, logs
+    written = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
+    assert any(p.name == "hydra.yaml" for p in written) and any(p.name == "metrics.json" for p in written)
+    assert [p for p in written if PASSWORD.encode() in p.read_bytes()] == []
+    # nor the study's attributes
+    loaded = optuna.load_study(study_name=study, storage=open_storage(url))
+    system = loaded._storage.get_study_system_attrs(loaded._study_id)
+    assert PASSWORD not in repr((loaded.user_attrs, system, [(t.user_attrs, t.system_attrs) for t in trials]))
+    proc = run_cli(["sweeper.results", study], cwd=tmp_path, env={"MNIST_SWEEP_STORAGE": url})
+    assert proc.returncode == 0, proc.stderr
+    assert "4 complete" in proc.stdout and PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_a_password_on_the_command_line_is_refused(tmp_path):
+    proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)",
+                    f"hydra.sweeper.storage=postgresql://u:{PASSWORD}@127.0.0.1:1/db"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "holds a password" in proc.stderr and "MNIST_SWEEP_STORAGE" in proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def test_sigkill_of_one_postgres_worker_mid_trial_is_survived(postgres, tmp_path):
+    url = postgres.url()
+    study = f"kill-{tmp_path.name}"
+    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "sleep=2", "hydra.sweeper.n_trials=6",
+            f"hydra.sweeper.study_name={study}", "hydra.sweeper.retry_stale_trials=true"]
+    procs = start_workers(3, args, tmp_path, url)
+    victim = wait_for(lambda: next(t for t in trials_of(url, study)
+                                   if t.state == TrialState.RUNNING and t.user_attrs.get("launched")))
+    pid = int(victim.user_attrs["host_pid"].rsplit(":", 1)[1])
+    os.killpg(pid, signal.SIGKILL)  # each worker leads its own session
+    survivors = [p for p in procs if p.pid != pid]
+    outputs = finish(survivors)
+    assert all(p.returncode == 0 for p in survivors), outputs
+    trials = trials_of(url, study)
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and "no heartbeat" in killed.user_attrs["error"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.params == victim.params and retry.state == TrialState.COMPLETE
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finish([p for p in procs if p.pid == pid])
+
+
+def test_database_outage_is_waited_out(postgres, tmp_path):
+    url = postgres.url()
+    study = f"outage-{tmp_path.name}"
+    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "sleep=1", "hydra.sweeper.n_trials=8",
+            f"hydra.sweeper.study_name={study}", "hydra.sweeper.grace_period=60"]  # longer than the outage
+    procs = start_workers(2, args, tmp_path, url)
+    wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in trials_of(url, study)) >= 2)
+    postgres.stop()
+    time.sleep(6)
+    postgres.start()
+    outputs = finish(procs)
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert any("database unreachable" in out for out in outputs)
+    trials = trials_of(url, study)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_longer_outage_stops_with_a_clear_message_and_rerun_resumes(postgres, tmp_path):
+    url = postgres.url()
+    study = f"lost-{tmp_path.name}"
+    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "sleep=1", "hydra.sweeper.n_trials=6",
+            f"hydra.sweeper.study_name={study}", "hydra.sweeper.storage_patience=3"]
+    procs = start_workers(1, args, tmp_path, url)
+    wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in trials_of(url, study)) >= 2)
+    postgres.stop()
+    try:
+        (out,) = finish(procs)
+    finally:
+        postgres.start()
+    assert procs[0].returncode != 0
+    assert "the database has been unreachable for" in out and "re-run the same command" in out
+    assert "Traceback" not in out
+    done_before = {t.number for t in trials_of(url, study) if t.state == TrialState.COMPLETE}
+    assert len(done_before) >= 2
+    (out,) = finish(start_workers(1, [*args[:-1], "hydra.sweeper.storage_patience=120", "hydra.sweeper.grace_period=4",
+                                      "hydra.sweeper.heartbeat_interval=1"], tmp_path, url))
+    trials = trials_of(url, study)
+    assert done_before <= {t.number for t in trials if t.state == TrialState.COMPLETE}  # nothing lost
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6, out[-2000:]
+
+
+def test_unreachable_postgres_fails_within_seconds(tmp_path):
+    started = time.time()
+    proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", "hydra.sweeper.storage=postgresql://postgres@127.0.0.1:1/x"],
+                   cwd=tmp_path)
+    assert proc.returncode != 0 and time.time() - started < 60
+    assert "cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_submitit_local_launcher_runs_trials_with_pruning_bridge(tmp_path):
+    proc = run_cli(["mnist_arch.train", "-m", "model=tiny", "data.train_subset=500", "data.test_subset=500",
+                    "trainer.epochs=2", "optim=adam", "schedule=none", "hydra/sweeper=optuna_budget",
+                    "hydra/launcher=submitit_local", "optim.lr=tag(log,interval(0.001,0.01))",
+                    "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                    "hydra.sweeper.study_name=submitit"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="submitit", storage=f"sqlite:///{tmp_path}/sweeps.db").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:  # the reporter reached the trial from the submitit job's own process
+        assert sorted(t.intermediate_values) == [1, 2] and t.user_attrs["epochs_run"] == 2
