@@ -22,7 +22,6 @@ Rules that are easy to forget:
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
-import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -187,7 +186,3 @@ def count_parameters(model_or_cfg: Any) -> int:
 
 def input_shape(cfg: Any, batch: int = 1) -> Tuple[int, int, int, int]:
     return (batch, int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))
-
-
-def example_input(cfg: Any, batch: int = 2) -> torch.Tensor:
-    return torch.zeros(input_shape(cfg, batch))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict
 import hydra
 import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, HydraException, InstantiationException, OverrideParseException
+from hydra.errors import CompactHydraException, HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -89,9 +89,10 @@ def _report_user_errors_in_one_line(func: Callable[[], Any]) -> Any:
         sys.stderr.write(f"Error: {one_line(exc)}\n")
         sys.exit(1)
     except Exception as exc:  # a bug: Hydra's own report, traceback included
+        bug = exc
 
         def reraise() -> None:
-            raise exc
+            raise bug
 
         return _hydra_run_and_report(reraise)
 

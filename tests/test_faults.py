@@ -6,7 +6,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mnist_arch.data import DataUnavailableError, ensure_mnist, raw_dir, write_idx_from_pickle

@@ -20,7 +20,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 PASSWORD = "Pw-7d1c9e-never-on-disk"
 
 
-def storage_url(kind, tmp_path, postgres=None, study_dir=True):
+def storage_url(kind, tmp_path, postgres=None):
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/sweeps.db"
     if kind == "journal":
@@ -47,7 +47,7 @@ def trials_of(url, study):
     return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgres"])
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def kind_url(request, tmp_path):
     server = request.getfixturevalue("postgres") if request.param == "postgres" else None
     return request.param, storage_url(request.param, tmp_path, server)
@@ -67,6 +67,7 @@ def test_three_workers_finish_exactly_n_trials(kind_url, tmp_path):
     assert len({t.user_attrs["host_pid"] for t in trials}) == 3  # all three did work
 
 
+@pytest.mark.postgres
 def test_real_sweep_on_postgres_with_three_workers_keeps_the_password_off_disk(postgres, tmp_path):
     url = postgres.url(PASSWORD)
     study = f"real-{tmp_path.name}"
@@ -114,6 +115,7 @@ def wait_for(predicate, timeout=120.0):
     raise AssertionError("condition not reached in time")
 
 
+@pytest.mark.postgres
 def test_sigkill_of_one_postgres_worker_mid_trial_is_survived(postgres, tmp_path):
     url = postgres.url()
     study = f"kill-{tmp_path.name}"
@@ -137,6 +139,7 @@ def test_sigkill_of_one_postgres_worker_mid_trial_is_survived(postgres, tmp_path
     finish([p for p in procs if p.pid == pid])
 
 
+@pytest.mark.postgres
 def test_database_outage_is_waited_out(postgres, tmp_path):
     url = postgres.url()
     study = f"outage-{tmp_path.name}"
@@ -155,6 +158,7 @@ def test_database_outage_is_waited_out(postgres, tmp_path):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
+@pytest.mark.postgres
 def test_longer_outage_stops_with_a_clear_message_and_rerun_resumes(postgres, tmp_path):
     url = postgres.url()
     study = f"lost-{tmp_path.name}"

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from mnist_arch.model import count_parameters
 from sweeper.export import export_trial, trial_config
-from sweeper.results import main, pareto_front, run, parse_args, summary, trial_rows
+from sweeper.results import main, run, parse_args, summary, trial_rows
 
 from .support import compose, run_cli
 
