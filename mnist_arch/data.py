@@ -291,11 +291,27 @@ def _subset(n: Optional[int], total: int, key: str) -> int:
     return n
 
 
+# The last dataset loaded in this process, by what determines it: a sweep worker runs trial after
+# trial in one process, and each would otherwise re-read and re-verify 55 MB of files. The
+# trainer never writes to these tensors.
+_LAST_LOADED: Dict[tuple, MnistTensors] = {}
+
+
 def load_mnist(cfg: Any, device: torch.device = torch.device("cpu")) -> MnistTensors:
     """Load MNIST (fetching it if needed) onto ``device`` per a ``data`` config node."""
+    root = Path(cfg.root).expanduser() if cfg.root else default_root()
+    key = (str(root), cfg.train_subset, cfg.test_subset, cfg.val_size, str(device))
+    if key not in _LAST_LOADED:
+        tensors = _load(root, cfg, device)
+        _LAST_LOADED.clear()
+        _LAST_LOADED[key] = tensors
+    return _LAST_LOADED[key]
+
+
+def _load(root: Path, cfg: Any, device: torch.device) -> MnistTensors:
     from torchvision.datasets import MNIST
 
-    root = ensure_mnist(Path(cfg.root).expanduser() if cfg.root else None)
+    root = ensure_mnist(root)
     train = MNIST(str(root), train=True, download=False)
     test = MNIST(str(root), train=False, download=False)
     n_train = _subset(cfg.train_subset, len(train.targets), "data.train_subset")

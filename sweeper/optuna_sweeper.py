@@ -18,6 +18,7 @@ sweep resumes where it stopped when the same command runs again, and n_trials is
 total of trained trials, whatever the number of invocations.
 """
 
+import inspect
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import optuna
 from hydra.core.utils import JobStatus
 from hydra.core.plugins import Plugins
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -42,10 +43,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import DBAPIError
 
+from .config import STORAGE_ENV
 from .liveness import LOST_WORKER_ATTR, fail_stale_trials, heartbeat
 from .reporter import ACTIVE_STUDIES
 from .search_space import SearchSpaceError, format_override, grid_choices, search_space_from_overrides
-from .config import STORAGE_ENV
 from .storage import (
     StorageError, check_url, claim_lock, has_password, local_file, load_or_create_study, masked, open_storage, retry_transient,
 )
@@ -160,7 +161,7 @@ class BudgetOptunaSweeper(Sweeper):
         params = [f"{k}={v}" for k, v in (self.params or {}).items()]
         try:
             distributions, fixed = search_space_from_overrides(params + list(arguments))
-        except (SearchSpaceError, Exception) as exc:
+        except (SearchSpaceError, OverrideParseException) as exc:
             raise SweepError(f"search space: {' '.join(str(exc).split())}") from None
         if not distributions and self.custom_search_space is None:
             raise SweepError(
@@ -182,8 +183,6 @@ class BudgetOptunaSweeper(Sweeper):
             except SearchSpaceError as exc:
                 raise SweepError(str(exc)) from None
         try:
-            import inspect
-
             accepts = inspect.signature(get_method(target)).parameters
             if "constraints_func" in accepts and not hasattr(optuna.trial.Trial, "set_constraint"):
                 kwargs["constraints_func"] = budget_constraint  # Optuna 4; Optuna 5 reads trial constraints
@@ -401,8 +400,12 @@ class BudgetOptunaSweeper(Sweeper):
                 ret = self.launcher.launch([self._job_overrides(trial, overrides)], initial_job_idx=trial.number)[0]
         except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
             message = f"cannot write the job's output folder under {self.config.hydra.sweep.dir}: {exc.strerror or exc}"
-            retry_transient(lambda: (trial.set_user_attr("error", message), study.tell(trial, TrialState.FAIL,
-                            skip_if_finished=True)), f"recording trial {trial.number}", self.storage_patience)
+
+            def record_failure() -> None:
+                trial.set_user_attr("error", message)
+                study.tell(trial, TrialState.FAIL, skip_if_finished=True)
+
+            retry_transient(record_failure, f"recording trial {trial.number}", self.storage_patience)
             raise SweepError(message + "; the trial is recorded failed, finished trials are kept") from None
         seconds = time.perf_counter() - started
         attrs = retry_transient(lambda: study._storage.get_trial(trial._trial_id).user_attrs,
@@ -410,7 +413,7 @@ class BudgetOptunaSweeper(Sweeper):
         values: Optional[List[float]] = None
         state, error = TrialState.COMPLETE, None
         if ret.status == JobStatus.FAILED:
-            exc = ret._return_value
+            exc = ret._return_value  # the job's exception; the public accessor would raise it and print
             state, error = TrialState.FAIL, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         elif "pruned_at_epoch" in attrs:
             state = TrialState.PRUNED

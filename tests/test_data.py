@@ -165,3 +165,10 @@ def test_augmentation_is_batched_reproducible_and_bounded(mnist):
     assert one.min() >= batch.min() - 1e-5 and one.max() <= batch.max() + 1e-5  # bilinear: no new extremes
     identity = augment(batch, AugmentConfig(rotation=0, translate=0, scale=0), torch.Generator().manual_seed(3))
     assert torch.allclose(identity, batch, atol=1e-5)
+
+
+def test_a_process_reuses_the_last_loaded_dataset():
+    first = load_mnist(DataConfig(test_subset=100))
+    assert load_mnist(DataConfig(test_subset=100)) is first  # a sweep worker's next trial: no re-read
+    other = load_mnist(DataConfig(test_subset=200))
+    assert other is not first and len(other.test_x) == 200
