@@ -165,7 +165,9 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
     tensors already on the device.
     """
     check_config(cfg)
-    n_params = count_parameters(cfg.model)
+    torch.manual_seed(cfg.seed)  # model init and dropout
+    model = build_model(cfg.model)
+    n_params = count_parameters(model)
     check_budget(n_params, cfg.budget.max_params)
     device = resolve_device(cfg.trainer.device)
     if cfg.trainer.threads is not None and device.type == "cpu":
@@ -174,9 +176,8 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
     started = time.perf_counter()
     if data is None:
         data = load_mnist(cfg.data, device)
-    torch.manual_seed(cfg.seed)  # model init and dropout
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
-    model = build_model(cfg.model).to(device)
+    model = model.to(device)
     epochs = cfg.trainer.epochs
     steps_per_epoch = math.ceil(len(data.train_x) / cfg.trainer.batch_size)
     opt = build_optimizer(model.parameters(), cfg.optim)
