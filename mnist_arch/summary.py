@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .config import compose_config
+from .errors import one_line
 from .model import build_model, count_parameters, input_shape
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
@@ -97,8 +98,7 @@ def main(argv: List[str] = None) -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = " ".join(str(exc).split()).split(" Config search path:")[0]
-        sys.exit(f"mnist-summary: {message}")
+        sys.exit(f"mnist-summary: {one_line(exc)}")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict
 import hydra
 import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, HydraException, InstantiationException
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import CONF_DIR, PRIMARY_CONFIG
+from .errors import one_line
 from .trainer import fit
 
 log = logging.getLogger(__name__)
@@ -51,29 +52,6 @@ def train_app(cfg: DictConfig) -> float:
 
 
 USER_ERRORS = (HydraException, OmegaConfBaseException)
-
-
-def one_line(exc: BaseException) -> str:
-    """A user error as one line: Hydra's and OmegaConf's multi-line messages folded, noise dropped."""
-    if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, CompactHydraException):
-        exc = exc.__cause__  # e.g. a SweepError raised while Hydra instantiated the sweeper
-    text = str(exc).split("Config search path:")[0].split("See https://hydra.cc")[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("full_key:", "reference_type=", "object_type="))]
-    cause = exc.__cause__
-    if isinstance(cause, OmegaConfBaseException):
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        if first and first not in lines:
-            lines.append(first)
-    folded: list = []
-    for line in lines:  # "Available options in 'model':" + one option per line -> one clause
-        if folded and folded[-1].endswith(":"):
-            folded[-1] += " " + line
-        elif folded and " " not in line and folded[-1].split(":")[0].startswith("Available options"):
-            folded[-1] += ", " + line
-        else:
-            folded.append(line)
-    return "; ".join(folded)
 
 
 def _report_user_errors_in_one_line(func: Callable[[], Any]) -> Any:

@@ -353,6 +353,7 @@ class BudgetOptunaSweeper(Sweeper):
         Returns None when the trial may train, else (kind, n_params, message) after recording it.
         """
         from mnist_arch import count_parameters  # the sweeper's one use of the job's code
+        from mnist_arch.errors import one_line
 
         started = time.perf_counter()
         trial.set_user_attr("overrides", overrides)
@@ -360,7 +361,7 @@ class BudgetOptunaSweeper(Sweeper):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             n_params = count_parameters(cfg.model) if "model" in cfg else None
         except Exception as exc:
-            message = " ".join(str(exc).split()).split(" Config search path:")[0]
+            message = one_line(exc)
             trial.set_user_attr("error", f"cannot build the trial's config: {message}")
             return ("unbuildable", 0, message)
         max_params = OmegaConf.select(cfg, "budget.max_params", default=None)

@@ -80,6 +80,11 @@ def masked(url: Optional[str]) -> str:
         return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)  # not a URL, but may still hold a password
 
 
+def not_a_url(url: str) -> str:
+    return (f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
+            "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
+
+
 def unknown_scheme(url: str) -> str:
     return (f"storage={masked(url)!r} has an unknown scheme; use sqlite:///file.db, postgresql://user@host/db, "
             "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
@@ -94,10 +99,7 @@ def check_url(url: Optional[str]) -> None:
     except NoSuchModuleError:
         raise StorageError(unknown_scheme(url)) from None
     except Exception:
-        raise StorageError(
-            f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
-            "mysql+pymysql://user@host/db, journal:///path/file.log, or null"
-        ) from None
+        raise StorageError(not_a_url(url)) from None
 
 
 def has_password(url: str) -> bool:
@@ -136,10 +138,7 @@ def open_storage(url: Optional[str]) -> BaseStorage:
     try:
         parsed = make_url(url)
     except Exception:
-        raise StorageError(
-            f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
-            "mysql+pymysql://..., journal:///path/file.log, or null"
-        ) from None
+        raise StorageError(not_a_url(url)) from None
     engine_kwargs = {}
     if parsed.get_backend_name() == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
