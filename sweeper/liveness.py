@@ -77,3 +77,29 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> 
             study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             log.info("trial %d re-queued with the same parameters", trial.number)
     return failed
+
+
+def fail_unlaunched_trials(study: optuna.Study) -> List[int]:
+    """Mark FAIL the RUNNING trials that were asked for but never launched; returns their numbers.
+
+    Call it under the claim lock only. A claim (ask, budget check, "launched" mark, or the
+    rejection's tell) runs whole under that lock, so a RUNNING trial without the mark seen there
+    is left from a claim the database dropped half-way (an outage between the ask and the mark).
+    Nothing was trained for it, so it counts neither toward n_trials nor toward the failure rate.
+    """
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("launched"):
+            continue
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(
+                trial._trial_id, "error", "never launched: the database went away while it was being claimed"
+            )
+            won = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
+        if won is not False:
+            failed.append(trial.number)
+            log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
+    return failed

@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import DBAPIError
 
 from .config import STORAGE_ENV
-from .liveness import LOST_WORKER_ATTR, fail_stale_trials, heartbeat
+from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, heartbeat
 from .reporter import ACTIVE_STUDIES
 from .search_space import SearchSpaceError, format_override, grid_choices, search_space_from_overrides
 from .storage import (
@@ -301,9 +301,6 @@ class BudgetOptunaSweeper(Sweeper):
                 self._run_trial(study, trial, overrides)
                 continue
             kind, n_params, message = verdict
-            state = TrialState.PRUNED if kind == REJECTED else TrialState.FAIL
-            retry_transient(lambda: study.tell(trial, state=state, skip_if_finished=True),
-                            f"recording trial {trial.number}", self.storage_patience)
             log.info("trial %d %s: %s", trial.number, "rejected" if kind == REJECTED else "FAILED (not launched)", message)
             streak += 1
             if kind == REJECTED:
@@ -316,9 +313,14 @@ class BudgetOptunaSweeper(Sweeper):
                 )
 
     def _claim_next(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str], worker: str):
-        """Under the claim lock: None when the study is done, "wait", or (trial, overrides, verdict)."""
+        """Under the claim lock: None when the study is done, "wait", or (trial, overrides, verdict).
+
+        The whole claim runs under the lock, a rejected trial's tell included, so any RUNNING trial
+        without the "launched" mark seen here was left by a claim that a database outage cut short.
+        """
         with claim_lock(self.storage_url):
             fail_stale_trials(study, self.grace_period, self.retry_stale_trials)
+            fail_unlaunched_trials(study)
             trials = study.get_trials(deepcopy=False)
             self._check_failure_rate(trials)
             trained = [t for t in trials if is_trained(t)]
@@ -334,6 +336,9 @@ class BudgetOptunaSweeper(Sweeper):
                 trial.set_user_attr("launched", True)
                 trial.set_user_attr("worker", worker)
                 trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
+            else:  # never launched: recorded before the lock is let go
+                study.tell(trial, state=TrialState.PRUNED if verdict[0] == REJECTED else TrialState.FAIL,
+                           skip_if_finished=True)
             return trial, overrides, verdict
 
     def _check_failure_rate(self, trials: Sequence[FrozenTrial]) -> None:

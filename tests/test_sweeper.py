@@ -182,6 +182,22 @@ def test_killed_sweep_resumes_with_exactly_n_trials_and_the_killed_trial_failed(
         assert retries == []
 
 
+def test_a_claim_cut_short_by_an_outage_is_failed_not_left_running(tmp_path):
+    # What a database outage between ask and the "launched" mark leaves behind: a RUNNING trial
+    # that no worker will ever train or heartbeat.
+    study = optuna.create_study(study_name="toy", storage=open_storage(STORAGES["sqlite"].format(tmp_path)),
+                                direction="maximize")
+    orphan = study.ask({"x": optuna.distributions.IntDistribution(0, 99)})
+    proc = run_cli(toy(tmp_path, "x=range(0,100)", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.0"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # not a failure of a trained trial: the rate stays 0
+    trials = load(tmp_path, "toy").get_trials()
+    left = trials[orphan.number]
+    assert left.state == TrialState.FAIL and "never launched" in left.user_attrs["error"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
 def test_n_jobs_workers_share_the_study_without_barriers(tmp_path):
     proc = run_cli(toy(tmp_path, "x=range(0,100)", "sleep=1", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"),
                    cwd=tmp_path)
@@ -245,7 +261,8 @@ def test_reporter_reaches_its_trial_from_another_process_through_the_storage(tmp
         "from sweeper.reporter import TrialReporter\n"
         f"r = TrialReporter(trial_number={trial.number}, storage={url!r}, study_name='bridge')\n"
         "assert r.on_epoch_end(1, {'test_acc': 97.5, 'epochs': 3}) is False\n"
-        "r.on_train_end({'n_params': 123, 'best_test_acc': 97.5, 'epochs_run': 1})\n"
+        "r.on_train_end({'n_params': 123, 'best_test_acc': 97.5, 'epochs_run': 1, 'min_last_k_val_acc': 96.0,\n"
+        "                'history': [{'test_acc': 97.5, 'val_acc': 96.0}]})\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
@@ -254,3 +271,5 @@ def test_reporter_reaches_its_trial_from_another_process_through_the_storage(tmp
     assert frozen.intermediate_values == {1: 97.5}
     assert frozen.user_attrs["curve"] == [97.5]
     assert frozen.user_attrs["n_params"] == 123 and frozen.user_attrs["epochs_run"] == 1
+    assert frozen.user_attrs["min_last_k_val_acc"] == 96.0 and frozen.user_attrs["val_curve"] == [96.0]
+    assert "history" not in frozen.user_attrs  # per-epoch records stay in the job's metrics.json
