@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from .results import pareto_front  # noqa: E402
+from .results import ACC_COLUMNS, pareto_front  # noqa: E402
 
 TARGET_ACC = 99.4
 TOP_CURVES = 8
@@ -35,25 +35,26 @@ def _optuna_plot(make, study, path: Path, written: List[Path], notes: List[str])
         plt.close("all")
 
 
-def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Path, written: List[Path]) -> None:
+def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Path, written: List[Path],
+                           acc: str = "best_acc") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for state, marker, color in (("complete", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
-        pts = [r for r in rows if r["state"] == state and r["best_acc"] is not None and r["params"] is not None]
-        ax.scatter([r["params"] for r in pts], [r["best_acc"] for r in pts], marker=marker, color=color,
+        pts = [r for r in rows if r["state"] == state and r.get(acc) is not None and r["params"] is not None]
+        ax.scatter([r["params"] for r in pts], [r[acc] for r in pts], marker=marker, color=color,
                    label=f"{state} ({len(pts)})", alpha=0.8)
     rejected = [r["params"] for r in rows if r["state"] == "rejected" and r["params"] is not None]
     if rejected:
         ax.scatter(rejected, [ax.get_ylim()[0]] * len(rejected), marker="x", color="tab:red",
                    label=f"rejected, over budget ({len(rejected)})")
-    front = pareto_front(rows)
+    front = pareto_front(rows, acc)
     if front:
-        ax.step([r["params"] for r in front], [r["best_acc"] for r in front], where="post", color="tab:green",
+        ax.step([r["params"] for r in front], [r[acc] for r in front], where="post", color="tab:green",
                 label="Pareto front")
     if max_params:
         ax.axvline(max_params, color="tab:red", linestyle="--", label=f"{max_params:,} parameters")
     ax.axhline(TARGET_ACC, color="tab:orange", linestyle="--", label=f"{TARGET_ACC}%")
     ax.set_xlabel("parameters")
-    ax.set_ylabel("best test accuracy (%)")
+    ax.set_ylabel(ACC_COLUMNS[acc])
     ax.set_title("accuracy versus parameters")
     ax.legend(fontsize=8)
     _save(fig, path, written)
@@ -77,7 +78,7 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], path: Path, writ
     _save(fig, path, written)
 
 
-def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path) -> List[Path]:
+def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, acc: str = "best_acc") -> List[Path]:
     from optuna.visualization import matplotlib as ovm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path) 
         _optuna_plot(ovm.plot_parallel_coordinate, study, out / "parallel.png", written, notes)
     max_params = next((t.user_attrs.get("max_params") for t in study.get_trials(deepcopy=False)
                        if t.user_attrs.get("max_params")), None)
-    accuracy_vs_parameters(rows, max_params, out / "accuracy_vs_params.png", written)
+    accuracy_vs_parameters(rows, max_params, out / "accuracy_vs_params.png", written, acc)
     curves(study, rows, out / "curves.png", written)
     for note in notes:
         print(note)

@@ -28,7 +28,8 @@ RESULT_PATIENCE_S = 300  # a finished trial's metrics are worth waiting for
 # Summary metrics of the job's result stored on the trial for result tables.
 RESULT_ATTRS = (
     "n_params", "best_test_acc", "final_test_acc", "best_epoch", "epoch_reached_target", "epochs_run",
-    "min_last_k_test_acc", "seconds", "device", "stop_reason", "objective_metric", "objective",
+    "min_last_k_test_acc", "best_val_acc", "min_last_k_val_acc",
+    "seconds", "device", "stop_reason", "objective_metric", "objective",
 )
 
 
@@ -73,6 +74,8 @@ class TrialReporter:
     def on_train_end(self, result: Dict[str, Any]) -> None:
         attrs = {key: result[key] for key in RESULT_ATTRS if key in result}
         attrs["curve"] = self.curve
+        if any("val_acc" in h for h in result.get("history", ())):  # selecting on validation needs its curve
+            attrs["val_curve"] = [h.get("val_acc") for h in result["history"]]
         if HydraConfig.initialized():
             attrs["output_dir"] = HydraConfig.get().runtime.output_dir
 

@@ -120,6 +120,7 @@ def trial_rows(study: optuna.Study) -> List[Dict[str, Any]]:
     trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))
     varying = varying_params(trials)
     names = short_names(varying)
+    with_val = any("min_last_k_val_acc" in t.user_attrs for t in trials)  # trained with a validation split
     rows = []
     rank = 0
     for t in trials:
@@ -134,6 +135,8 @@ def trial_rows(study: optuna.Study) -> List[Dict[str, Any]]:
             "objective": t.values[0] if t.values and len(t.values) == 1 else (t.values or None),
             "best_acc": a.get("best_test_acc"),
             "final_acc": a.get("final_test_acc"),
+            "min_last_k": a.get("min_last_k_test_acc"),
+            **({"val_min_last_k": a.get("min_last_k_val_acc")} if with_val else {}),
             "best_epoch": a.get("best_epoch"),
             "reached_target": a.get("epoch_reached_target"),
             "params": a.get("n_params"),
@@ -185,23 +188,32 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
     }
 
 
-def pareto_front(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Trained trials that no other beats on both accuracy (higher) and parameters (fewer)."""
-    pts = [r for r in rows if r["state"] == "complete" and r["best_acc"] is not None and r["params"] is not None]
+# Accuracy columns of the table a user may rank the accuracy-vs-parameters view by (--acc).
+ACC_COLUMNS = {
+    "best_acc": "best test accuracy (%)",
+    "final_acc": "final test accuracy (%)",
+    "min_last_k": "test accuracy, worst of the last k epochs (%)",
+    "val_min_last_k": "validation accuracy, worst of the last k epochs (%)",
+}
+
+
+def pareto_front(rows: Sequence[Dict[str, Any]], acc: str = "best_acc") -> List[Dict[str, Any]]:
+    """Trained trials that no other beats on both accuracy (column ``acc``, higher) and parameters (fewer)."""
+    pts = [r for r in rows if r["state"] == "complete" and r.get(acc) is not None and r["params"] is not None]
     front = [
         r for r in pts
-        if not any(o["best_acc"] >= r["best_acc"] and o["params"] <= r["params"]
-                   and (o["best_acc"] > r["best_acc"] or o["params"] < r["params"]) for o in pts)
+        if not any(o[acc] >= r[acc] and o["params"] <= r["params"]
+                   and (o[acc] > r[acc] or o["params"] < r["params"]) for o in pts)
     ]
     return sorted(front, key=lambda r: r["params"])
 
 
-def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None):
+def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc="best_acc"):
     out = [r for r in rows if states is None or r["state"] in states]
     if max_params is not None:
         out = [r for r in out if r["params"] is not None and r["params"] <= max_params]
     if min_acc is not None:
-        out = [r for r in out if r["best_acc"] is not None and r["best_acc"] >= min_acc]
+        out = [r for r in out if r.get(acc) is not None and r[acc] >= min_acc]
     return out[:top] if top is not None else out
 
 
@@ -282,7 +294,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--top", type=int, help="only the first N rows")
     p.add_argument("--state", help=f"comma-separated states to show: {','.join(KINDS)}")
     p.add_argument("--max-params", type=int, help="only trials with at most this many parameters")
-    p.add_argument("--min-acc", type=float, help="only trials whose best test accuracy is at least this")
+    p.add_argument("--min-acc", type=float, help="only trials whose accuracy (see --acc) is at least this")
+    p.add_argument("--acc", choices=ACC_COLUMNS, default="best_acc",
+                   help="the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best epoch, "
+                        "final epoch, worst of the last k epochs (objective.last_k), or that on the validation split")
     p.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
     p.add_argument("--pareto", action="store_true", help="only the non-dominated trials (accuracy vs parameters)")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
@@ -311,13 +326,13 @@ def run(args: argparse.Namespace) -> str:
         if bad:
             raise ResultsError(f"--state {','.join(bad)} is not one of: {', '.join(KINDS)}")
     if args.pareto:
-        rows = pareto_front(rows)
-    rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top)
+        rows = pareto_front(rows, args.acc)
+    rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, args.acc)
     out = []
     if args.plots:
         from .plots import write_plots
 
-        written = write_plots(study, trial_rows(study), Path(args.plots))
+        written = write_plots(study, trial_rows(study), Path(args.plots), args.acc)
         out.append("wrote " + ", ".join(str(p) for p in written))
     if args.format == "text":
         out.append(format_summary(summary(study)))

@@ -42,11 +42,14 @@ def db(tmp_path):
         study.set_metric_names(["best_test_acc"])
     full = {"launched": True, "epochs_run": 4, "seconds": 100.0, "device": "cpu"}
     add(study, 7988, TrialState.COMPLETE, "s4", 0.05,
-        {**full, "best_test_acc": 99.45, "final_test_acc": 99.41, "best_epoch": 3, "epoch_reached_target": 3}, [98, 99, 99.45, 99.41])
+        {**full, "best_test_acc": 99.45, "final_test_acc": 99.41, "best_epoch": 3, "epoch_reached_target": 3,
+         "min_last_k_test_acc": 99.0, "min_last_k_val_acc": 98.9}, [98, 99, 99.45, 99.41])
     add(study, 4938, TrialState.COMPLETE, "tiny", 0.1,
-        {**full, "best_test_acc": 99.2, "final_test_acc": 99.2, "best_epoch": 4, "epoch_reached_target": None}, [97, 98, 99, 99.2])
+        {**full, "best_test_acc": 99.2, "final_test_acc": 99.2, "best_epoch": 4, "epoch_reached_target": None,
+         "min_last_k_test_acc": 98.0}, [97, 98, 99, 99.2])
     add(study, 16454, TrialState.COMPLETE, "wide", 0.02,
-        {**full, "best_test_acc": 99.3, "final_test_acc": 99.1, "best_epoch": 2, "epoch_reached_target": None}, [98, 99.3, 99.2, 99.1])
+        {**full, "best_test_acc": 99.3, "final_test_acc": 99.1, "best_epoch": 2, "epoch_reached_target": None,
+         "min_last_k_test_acc": 99.1}, [98, 99.3, 99.2, 99.1])
     add(study, 4938, TrialState.PRUNED, "tiny", 0.01,
         {"launched": True, "epochs_run": 1, "seconds": 25.0, "best_test_acc": 90.0, "final_test_acc": 90.0,
          "best_epoch": 1, "pruned_at_epoch": 1}, [90.0])
@@ -70,7 +73,7 @@ def test_rows_are_ranked_and_exact(db):
     ]
     assert rows[0] == {
         "rank": 1, "trial": 0, "state": "complete", "objective": 99.45, "best_acc": 99.45, "final_acc": 99.41,
-        "best_epoch": 3, "reached_target": 3, "params": 7988, "lr": 0.05, "widths": "s4", "epochs": 4,
+        "min_last_k": 99.0, "val_min_last_k": 98.9, "best_epoch": 3, "reached_target": 3, "params": 7988, "lr": 0.05, "widths": "s4", "epochs": 4,
         "seconds": 100.0, "note": None,
     }
     assert rows[4]["note"] == "44,286 parameters > budget.max_params=20,000" and rows[4]["params"] == 44286
@@ -98,6 +101,9 @@ def test_summary_counts_times_and_savings(db):
         (["--max-params", "8000"], [0, 1, 3, 5]),
         (["--min-acc", "99.25"], [0, 2]),
         (["--pareto"], [1, 0]),  # 4,938 at 99.2 and 7,988 at 99.45; wide is dominated by s4
+        (["--pareto", "--acc", "min_last_k"], [1, 0, 2]),  # worst of the last 3: wide (99.1) beats s4 (99.0)
+        (["--pareto", "--acc", "val_min_last_k"], [0]),  # only trial 0 was scored on a validation split
+        (["--min-acc", "99.05", "--acc", "min_last_k"], [2]),
     ],
 )
 def test_filters_and_pareto(db, args, trials):
@@ -151,22 +157,26 @@ def test_plots_are_valid_pngs_with_the_expected_content(db, tmp_path):
         w, h = png_size(p)
         assert w > 300 and h > 200
 
-    captured = {}
+    figures = []
     real_save = plt.Figure.savefig
 
     def keep(fig, path, **kw):
-        captured["fig"] = fig
+        figures.append(fig)
         return real_save(fig, path, **kw)
 
     plt.Figure.savefig = keep
     try:
         accuracy_vs_parameters(trial_rows(study), 20000, tmp_path / "a.png", [])
+        accuracy_vs_parameters(trial_rows(study), 20000, tmp_path / "b.png", [], acc="min_last_k")
     finally:
         plt.Figure.savefig = real_save
-    ax = captured["fig"].axes[0]
-    assert ax.get_xlabel() == "parameters" and ax.get_ylabel() == "best test accuracy (%)"
-    labels = ax.get_legend_handles_labels()[1]
+    best, worst_last = (fig.axes[0] for fig in figures)
+    assert best.get_xlabel() == "parameters" and best.get_ylabel() == "best test accuracy (%)"
+    labels = best.get_legend_handles_labels()[1]
     assert labels == ["complete (3)", "pruned (1)", "rejected, over budget (1)", "Pareto front", "20,000 parameters", "99.4%"]
+    assert worst_last.get_ylabel() == "test accuracy, worst of the last k epochs (%)"
+    front = next(line for line in worst_last.get_lines() if line.get_label() == "Pareto front")
+    assert list(front.get_xdata()) == [4938, 7988, 16454] and list(front.get_ydata()) == [98.0, 99.0, 99.1]
 
 
 def test_export_reproduces_the_trials_config(db, tmp_path):

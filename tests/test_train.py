@@ -30,6 +30,8 @@ def test_result_holds_every_documented_metric():
     assert result["best_test_acc"] == max(accs) and result["final_test_acc"] == accs[-1]
     assert result["objective"] == min(h["val_acc"] for h in result["history"])
     assert result["min_last_k_test_acc"] == min(accs)
+    vals = [h["val_acc"] for h in result["history"]]
+    assert result["best_val_acc"] == max(vals) and result["min_last_k_val_acc"] == min(vals)
 
 
 def test_summary_metrics_of_a_history():
