@@ -208,6 +208,12 @@ def pareto_front(rows: Sequence[Dict[str, Any]], acc: str = "best_acc") -> List[
     return sorted(front, key=lambda r: r["params"])
 
 
+def sort_rows(rows: Sequence[Dict[str, Any]], column: str) -> List[Dict[str, Any]]:
+    """Rows ordered by ``column``: accuracies descending, params ascending; rows without it last, in order."""
+    sign = 1 if column == "params" else -1
+    return sorted(rows, key=lambda r: (r.get(column) is None, sign * (r.get(column) or 0)))
+
+
 def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc="best_acc"):
     out = [r for r in rows if states is None or r["state"] in states]
     if max_params is not None:
@@ -299,6 +305,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best epoch, "
                         "final epoch, worst of the last k epochs (objective.last_k), or that on the validation split")
     p.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
+    p.add_argument("--sort", choices=(*ACC_COLUMNS, "params"),
+                   help="order rows by this column (accuracies high first, params low first) instead of the "
+                        "objective; trials without it go last. E.g. --sort val_min_last_k: what selecting on "
+                        "the validation split would pick")
     p.add_argument("--pareto", action="store_true", help="only the non-dominated trials (accuracy vs parameters)")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--export", metavar="NAME", help="write the best (or --trial) trial as conf/experiment/NAME.yaml")
@@ -325,6 +335,8 @@ def run(args: argparse.Namespace) -> str:
         bad = [s for s in states if s not in KINDS]
         if bad:
             raise ResultsError(f"--state {','.join(bad)} is not one of: {', '.join(KINDS)}")
+    if args.sort:
+        rows = sort_rows(rows, args.sort)
     if args.pareto:
         rows = pareto_front(rows, args.acc)
     rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, args.acc)

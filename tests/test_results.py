@@ -104,6 +104,9 @@ def test_summary_counts_times_and_savings(db):
         (["--pareto", "--acc", "min_last_k"], [1, 0, 2]),  # worst of the last 3: wide (99.1) beats s4 (99.0)
         (["--pareto", "--acc", "val_min_last_k"], [0]),  # only trial 0 was scored on a validation split
         (["--min-acc", "99.05", "--acc", "min_last_k"], [2]),
+        (["--sort", "min_last_k"], [2, 0, 1, 3, 4, 5, 6]),  # 99.1, 99.0, 98.0, then those without it
+        (["--sort", "val_min_last_k", "--top", "1"], [0]),
+        (["--sort", "params", "--state", "complete"], [1, 0, 2]),
     ],
 )
 def test_filters_and_pareto(db, args, trials):
