@@ -10,6 +10,7 @@ Measures, in one run on one machine, training images per second of
   (b) mnist_arch's trainer (data on the device, index-slice batches, batched augmentation), with
       all threads and with one thread;
   (c) a sweep with n_jobs=2 trials in parallel (the real command line), images trained / wall time;
+  (b) and (c) again with trainer.channels_last=true (NHWC activations);
 then the ratios b/a and c/a, and each epoch's share spent evaluating the 10k test images. Last,
 a short sweep with the pruner and the budget check on, against the same trials with both off.
 Prints a Markdown report; nothing here is asserted.
@@ -76,10 +77,10 @@ def reference_loop(steps: int, warmup: int, workers: int, device: torch.device) 
     return seen / (time.perf_counter() - started)
 
 
-def project_trainer(n_images: int, threads: int) -> dict:
+def project_trainer(n_images: int, threads: int, channels_last: bool = False) -> dict:
     """Images/s of mnist_arch's trainer for one epoch over n_images, and its evaluation share."""
     cfg = compose_config([f"data.train_subset={n_images}", "trainer.epochs=1", f"trainer.threads={threads}",
-                          "trainer.progress=false"])
+                          "trainer.progress=false", f"trainer.channels_last={channels_last}"])
     result = fit(cfg)
     (record,) = result["history"]
     train_seconds = record["seconds"] - record["eval_seconds"]
@@ -101,13 +102,13 @@ def wall(trials) -> float:
     return (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
 
 
-def sweep_throughput(workdir: Path, n_images: int, trials: int) -> dict:
+def sweep_throughput(workdir: Path, n_images: int, trials: int, channels_last: bool = False) -> dict:
     """Training images / wall time of a real n_jobs=2 sweep, end to end (process start, data, evaluation).
 
     Evaluation runs on 2,000 test images so that, as in (a) and (b), the figure is about training.
     """
-    study = run_sweep(workdir, "throughput", [
-        f"data.train_subset={n_images}", "data.test_subset=2000", "trainer.epochs=1", "hydra.sweeper.n_jobs=2",
+    study = run_sweep(workdir, f"throughput-cl{int(channels_last)}", [
+        f"trainer.channels_last={channels_last}", f"data.train_subset={n_images}", "data.test_subset=2000", "trainer.epochs=1", "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.n_trials={trials}", "hydra/sweeper/pruner=none", "seed=range(0,100000)",
     ])
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -145,9 +146,13 @@ def main() -> None:
     report["a_reference"] = reference_loop(steps, warmup=10, workers=min(4, cores), device=device)
     report["b_trainer_all_threads"] = project_trainer(steps * 128, threads=cores)
     report["b_trainer_one_thread"] = project_trainer(steps * 128, threads=1)
+    report["b_trainer_all_threads_channels_last"] = project_trainer(steps * 128, threads=cores, channels_last=True)
+    report["b_trainer_one_thread_channels_last"] = project_trainer(steps * 128, threads=1, channels_last=True)
     report["eval_share_full_epoch"] = project_trainer(60000, threads=cores)
     with tempfile.TemporaryDirectory() as tmp:
         report["c_sweep"] = sweep_throughput(Path(tmp), steps * 128 if args.quick else 60000, trials=4)
+        report["c_sweep_channels_last"] = sweep_throughput(Path(tmp), steps * 128 if args.quick else 60000, trials=4,
+                                                           channels_last=True)
         report["short_sweep"] = pruning_and_budget(Path(tmp), n=6 if args.quick else 10, epochs=3, n_images=3000)
     a = report["a_reference"]
     b = report["b_trainer_all_threads"]["images_per_s"]
@@ -160,6 +165,11 @@ def main() -> None:
     b1 = report["b_trainer_one_thread"]["images_per_s"]
     print(f"| (b) mnist_arch trainer, 1 thread | {b1:,.0f} | {b1 / a:.2f} |")
     print(f"| (c) sweep, n_jobs=2, 1 thread each, end to end ({report['c_sweep']['trials']} trials) | {c:,.0f} | {c / a:.2f} |")
+    for key, text in (("b_trainer_all_threads_channels_last", f"(b) trainer, {cores} threads, channels_last"),
+                      ("b_trainer_one_thread_channels_last", "(b) trainer, 1 thread, channels_last"),
+                      ("c_sweep_channels_last", "(c) sweep, n_jobs=2, channels_last")):
+        v = report[key]["images_per_s"]
+        print(f"| {text} | {v:,.0f} | {v / a:.2f} |")
     e = report["eval_share_full_epoch"]
     print(f"\nevaluation of 10k test images: {e['eval_seconds']:.2f} s of a {e['epoch_seconds']:.1f} s epoch "
           f"({100 * e['eval_share']:.1f}%)")

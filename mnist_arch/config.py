@@ -102,6 +102,7 @@ class TrainerConfig:
     eval_batch_size: int = 2000
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # CPU threads; None leaves torch's default
+    channels_last: bool = False  # NHWC activations: faster convs on CPU, gradients less exact (see README)
     progress: bool = True  # progress bar within an epoch, only when stderr is a terminal
     callbacks: Dict[str, Any] = field(default_factory=dict)  # name -> node with _target_
 

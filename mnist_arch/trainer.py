@@ -178,6 +178,8 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
         data = load_mnist(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
     model = model.to(device)
+    if cfg.trainer.channels_last:  # 1-channel inputs are already NHWC; the convs' outputs follow the weights
+        model = model.to(memory_format=torch.channels_last)
     epochs = cfg.trainer.epochs
     steps_per_epoch = math.ceil(len(data.train_x) / cfg.trainer.batch_size)
     opt = build_optimizer(model.parameters(), cfg.optim)
