@@ -339,6 +339,8 @@ class BudgetOptunaSweeper(Sweeper):
             else:  # never launched: recorded before the lock is let go
                 study.tell(trial, state=TrialState.PRUNED if verdict[0] == REJECTED else TrialState.FAIL,
                            skip_if_finished=True)
+                if verdict[0] != REJECTED:
+                    self._check_base_config(fixed)
             return trial, overrides, verdict
 
     def _check_failure_rate(self, trials: Sequence[FrozenTrial]) -> None:
@@ -384,6 +386,25 @@ class BudgetOptunaSweeper(Sweeper):
             trial.set_user_attr("reason", reason)
             return (REJECTED, n_params, reason)
         return None
+
+    def _check_base_config(self, fixed: Dict[str, str]) -> None:
+        """After an unbuildable trial: stop at once if the config fails without any searched value too.
+
+        Then the fault is the sweep's (a broken config file, a config edited under a running
+        sweep), and every further trial would fail the same way.
+        """
+        from mnist_arch import count_parameters
+        from mnist_arch.errors import one_line
+
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, [f"{k}={v}" for k, v in fixed.items()])
+            if "model" in cfg:
+                count_parameters(cfg.model)
+        except Exception as exc:
+            raise SweepError(
+                f"every trial would fail: the sweep's config cannot be built even without the searched values: "
+                f"{one_line(exc)}"
+            ) from None
 
     def _job_overrides(self, trial: optuna.Trial, overrides: List[str]) -> List[str]:
         """The trial's overrides plus, where the task's config has the keys, its reporter and thread share."""

@@ -109,6 +109,32 @@ def test_a_space_entirely_over_budget_stops_with_a_clear_message(tmp_path):
     assert not (tmp_path / "sweep" / "0").exists()
 
 
+def test_a_config_that_fails_whatever_the_trial_stops_the_sweep_at_once(tmp_path):
+    # 29x29 kernels collapse the 28-pixel input whatever lr the sampler picks: one failed trial, then a
+    # clear stop, not max_rejected_streak failures and an "over budget" message.
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "model.kernel_size=29", "optim.lr=interval(0.01,0.1)",
+                    *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "every trial would fail: the sweep's config cannot be built even without the searched values" in proc.stderr
+    assert "Traceback" not in proc.stderr and "over budget" not in proc.stderr
+    (failed,) = load(tmp_path).get_trials()
+    assert failed.state == TrialState.FAIL and "cannot build the trial's config" in failed.user_attrs["error"]
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_a_trial_that_cannot_be_built_fails_alone(tmp_path):
+    # Kernel 29 collapses the input; kernel 3 trains. The seeded sampler proposes 29 at least once.
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra/sweeper/sampler=random",
+                    "hydra.sweeper.sampler.seed=1", "model.kernel_size=choice(3,29)", "hydra.sweeper.n_trials=2",
+                    *storage_args(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kinds = by_kind(load(tmp_path))
+    assert [t.params["model.kernel_size"] for t in kinds["complete"]] == [3, 3]
+    assert kinds["fail"] and all(t.params["model.kernel_size"] == 29 for t in kinds["fail"])
+    for t in kinds["fail"]:
+        assert t.user_attrs["error"].startswith("cannot build the trial's config:") and "launched" not in t.user_attrs
+
+
 def test_multi_objective_accuracy_and_parameters_give_a_pareto_front(tmp_path):
     proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra.sweeper.n_trials=2",
                     "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[best_test_acc,n_params]",
