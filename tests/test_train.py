@@ -169,7 +169,7 @@ def test_summary_command_prints_the_layer_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["layer", "kind", "output", "(CxHxW)", "params", "RF"]
-    assert any(l.split()[:5] == ["block1.conv3.conv", "Conv2d", "20x22x22", "1,800", "7"] for l in lines)
-    assert any(l.split()[:5] == ["head.gap", "AdaptiveAvgPool2d", "16x1x1", "0", "28"] for l in lines)
+    assert any(row.split()[:5] == ["block1.conv3.conv", "Conv2d", "20x22x22", "1,800", "7"] for row in lines)
+    assert any(row.split()[:5] == ["head.gap", "AdaptiveAvgPool2d", "16x1x1", "0", "28"] for row in lines)
     assert "total parameters: 7,988" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # nothing written

@@ -1,0 +1,102 @@
+"""Re-run one config with several seeds and tabulate per-epoch test accuracy.
+
+    python benchmarks/seed_runs.py --out docs/results/s4_8k --seeds 11 12 13 -- +experiment=s4_8k
+    python benchmarks/seed_runs.py --out docs/results/s4_8k --table-only      # the table of runs already there
+
+Runs ``mnist-train <overrides> seed=S`` for each seed, ``--jobs`` at a time with one CPU thread
+each (on a GPU machine: one after another unless told otherwise), copies each run's
+``metrics.json`` and composed config into ``--out`` as ``seedS.metrics.json`` and
+``seedS.config.yaml``, then prints the Markdown tables README.md uses: test accuracy after every
+epoch, and per seed the best (epoch), final, first epoch at the target, the minimum over the last
+k epochs, seconds; then the mean and spread (max - min) over the seeds.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+from omegaconf import OmegaConf
+
+
+def run_seeds(overrides: List[str], seeds: List[int], jobs: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = list(seeds)
+        running: Dict[int, subprocess.Popen] = {}
+        while pending or running:
+            while pending and len(running) < jobs:
+                seed = pending.pop(0)
+                cmd = [sys.executable, "-m", "mnist_arch.train", *overrides, f"seed={seed}", "trainer.progress=false",
+                       f"hydra.run.dir={tmp}/seed{seed}"]
+                if jobs > 1:
+                    cmd.append("trainer.threads=1")
+                print("running:", " ".join(cmd[2:]), flush=True)
+                running[seed] = subprocess.Popen(cmd)
+            seed = next(iter(running))
+            if running[seed].wait() != 0:
+                sys.exit(f"seed {seed} failed (exit {running[seed].returncode})")
+            del running[seed]
+            run_dir = Path(tmp) / f"seed{seed}"
+            shutil.copy(run_dir / "metrics.json", out / f"seed{seed}.metrics.json")
+            shutil.copy(run_dir / ".hydra" / "config.yaml", out / f"seed{seed}.config.yaml")
+
+
+def tables(out: Path) -> str:
+    runs = sorted(out.glob("seed*.metrics.json"), key=lambda p: int(p.name[4:].split(".")[0]))
+    if not runs:
+        sys.exit(f"no seed*.metrics.json in {out}")
+    metrics = {int(p.name[4:].split(".")[0]): json.loads(p.read_text()) for p in runs}
+    epochs = max(len(m["history"]) for m in metrics.values())
+    lines = ["| epoch | " + " | ".join(str(e) for e in range(1, epochs + 1)) + " |",
+             "| --- |" + " --- |" * epochs]
+    for seed, m in metrics.items():
+        cells = []
+        for h in m["history"]:
+            text = f"{h['test_acc']:.2f}"
+            cells.append(f"**{text}**" if h["epoch"] == m.get("epoch_reached_target") else text)
+        lines.append(f"| seed {seed} | " + " | ".join(cells) + " |")
+    config = out / f"seed{next(iter(metrics))}.config.yaml"
+    k = OmegaConf.load(config).objective.last_k if config.exists() else 3
+    lines += ["", f"| seed | best (epoch) | final | first epoch at 99.4% | min of last {k} epochs | seconds |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for seed, m in metrics.items():
+        reached = m.get("epoch_reached_target")
+        lines.append(f"| {seed} | {m['best_test_acc']:.2f} ({m['best_epoch']}) | {m['final_test_acc']:.2f} | "
+                     f"{reached if reached is not None else 'never'} | {m['min_last_k_test_acc']:.2f} | "
+                     f"{m['seconds']:,.0f} |")
+
+    def stat(key: str) -> str:
+        values = [m[key] for m in metrics.values()]
+        return f"{statistics.mean(values):.2f} (spread {max(values) - min(values):.2f})"
+
+    lines.append(f"| mean | {stat('best_test_acc')} | {stat('final_test_acc')} | | {stat('min_last_k_test_acc')} | |")
+    params = {m["n_params"] for m in metrics.values()}
+    held = sum(m["min_last_k_test_acc"] >= 99.4 for m in metrics.values())
+    lines += ["", f"{', '.join(f'{p:,}' for p in sorted(params))} parameters; min of last {k} epochs at or above "
+                  f"99.4% on {held} of {len(metrics)} seeds."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for seedS.metrics.json / seedS.config.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (each gets one CPU thread when > 1)")
+    parser.add_argument("--table-only", action="store_true", help="tabulate the runs already in --out")
+    parser.add_argument("overrides", nargs="*", help="mnist-train overrides, after --")
+    args = parser.parse_args()
+    if not args.table_only:
+        if not args.overrides:
+            parser.error("give the mnist-train overrides after --, e.g. -- +experiment=s4_8k")
+        run_seeds(args.overrides, args.seeds, args.jobs, args.out)
+    print(tables(args.out))
+
+
+if __name__ == "__main__":
+    main()
