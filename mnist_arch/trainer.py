@@ -238,6 +238,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
     if history and "val_acc" in history[0]:  # a validation split: the same figures on it, to select by
         result["best_val_acc"] = OBJECTIVES["best_val_acc"](result, cfg.objective.last_k)
         result["min_last_k_val_acc"] = OBJECTIVES["min_last_k_val_acc"](result, cfg.objective.last_k)
+    result["target_acc"] = cfg.objective.target_acc
     result["objective_metric"] = cfg.objective.metric
     result["objective"] = OBJECTIVES[cfg.objective.metric](result, cfg.objective.last_k)
     for callback in callbacks:

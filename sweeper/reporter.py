@@ -28,7 +28,7 @@ RESULT_PATIENCE_S = 300  # a finished trial's metrics are worth waiting for
 # Summary metrics of the job's result stored on the trial for result tables.
 RESULT_ATTRS = (
     "n_params", "best_test_acc", "final_test_acc", "best_epoch", "epoch_reached_target", "epochs_run",
-    "min_last_k_test_acc", "best_val_acc", "min_last_k_val_acc",
+    "min_last_k_test_acc", "target_acc", "best_val_acc", "min_last_k_val_acc",
     "seconds", "device", "stop_reason", "objective_metric", "objective",
 )
 

@@ -43,7 +43,7 @@ def db(tmp_path):
     full = {"launched": True, "epochs_run": 4, "seconds": 100.0, "device": "cpu"}
     add(study, 7988, TrialState.COMPLETE, "s4", 0.05,
         {**full, "best_test_acc": 99.45, "final_test_acc": 99.41, "best_epoch": 3, "epoch_reached_target": 3,
-         "min_last_k_test_acc": 99.0, "min_last_k_val_acc": 98.9}, [98, 99, 99.45, 99.41])
+         "min_last_k_test_acc": 99.0, "min_last_k_val_acc": 98.9, "target_acc": 99.0}, [98, 99, 99.45, 99.41])
     add(study, 4938, TrialState.COMPLETE, "tiny", 0.1,
         {**full, "best_test_acc": 99.2, "final_test_acc": 99.2, "best_epoch": 4, "epoch_reached_target": None,
          "min_last_k_test_acc": 98.0}, [97, 98, 99, 99.2])
@@ -90,6 +90,7 @@ def test_summary_counts_times_and_savings(db):
     assert s["saved_by_pruning_seconds"] == 75.0  # ran 1 of 4 epochs
     assert s["saved_by_rejecting_seconds"] == 100.0
     assert s["reached_target_under_budget"] == 1
+    assert s["held_target_under_budget"] == 1  # trial 0: worst of its last 3 (99.0) meets its own target_acc (99.0)
     assert s["best"]["trial"] == 0 and s["best"]["params"] == 7988
 
 
