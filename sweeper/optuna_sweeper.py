@@ -340,7 +340,7 @@ class BudgetOptunaSweeper(Sweeper):
                 study.tell(trial, state=TrialState.PRUNED if verdict[0] == REJECTED else TrialState.FAIL,
                            skip_if_finished=True)
                 if verdict[0] != REJECTED:
-                    self._check_base_config(fixed)
+                    self._check_base_config(fixed, verdict[2])
             return trial, overrides, verdict
 
     def _check_failure_rate(self, trials: Sequence[FrozenTrial]) -> None:
@@ -387,11 +387,12 @@ class BudgetOptunaSweeper(Sweeper):
             return (REJECTED, n_params, reason)
         return None
 
-    def _check_base_config(self, fixed: Dict[str, str]) -> None:
-        """After an unbuildable trial: stop at once if the config fails without any searched value too.
+    def _check_base_config(self, fixed: Dict[str, str], trial_error: str) -> None:
+        """After an unbuildable trial: stop at once if the config fails the same way without the searched values.
 
         Then the fault is the sweep's (a broken config file, a config edited under a running
-        sweep), and every further trial would fail the same way.
+        sweep), and every further trial would fail alike. A different error (say, a mandatory
+        value only the search space fills) leaves the verdict to the trial.
         """
         from mnist_arch import count_parameters
         from mnist_arch.errors import one_line
@@ -401,6 +402,8 @@ class BudgetOptunaSweeper(Sweeper):
             if "model" in cfg:
                 count_parameters(cfg.model)
         except Exception as exc:
+            if one_line(exc) != trial_error:
+                return
             raise SweepError(
                 f"every trial would fail: the sweep's config cannot be built even without the searched values: "
                 f"{one_line(exc)}"
