@@ -78,7 +78,7 @@ class PrunerConf:
 class MedianPrunerConf(PrunerConf):
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5  # never prune before five trials have finished
-    n_warmup_steps: int = 3  # nor before epoch 4: early epochs of one-cycle runs say little
+    n_warmup_steps: int = 3  # nor before epoch 3 (steps are epochs, from 1): the first epochs of one-cycle runs say little
     interval_steps: int = 1
 
 
