@@ -214,7 +214,8 @@ def test_a_claim_cut_short_by_an_outage_is_failed_not_left_running(tmp_path):
     study = optuna.create_study(study_name="toy", storage=open_storage(STORAGES["sqlite"].format(tmp_path)),
                                 direction="maximize")
     orphan = study.ask({"x": optuna.distributions.IntDistribution(0, 99)})
-    proc = run_cli(toy(tmp_path, "x=range(0,100)", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.0"),
+    proc = run_cli(toy(tmp_path, "x=range(0,100)", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0.0",
+                       "hydra.sweeper.grace_period=600"),  # not failed as stale: as unlaunched, at once
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]  # not a failure of a trained trial: the rate stays 0
     trials = load(tmp_path, "toy").get_trials()
