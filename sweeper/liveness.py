@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -53,6 +53,17 @@ def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
     return max(start, float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)))
 
 
+def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, error: str, attrs: Optional[dict] = None) -> bool:
+    """Fail a RUNNING trial with its reason; False when it finished, or another worker failed it, first."""
+    storage = study._storage
+    try:  # the attributes first: a finished trial's cannot change
+        for key, value in {**(attrs or {}), "error": error}.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL) is not False
+    except UpdateFinishedTrialError:
+        return False
+
+
 def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> List[int]:
     """Mark FAIL the RUNNING trials silent for longer than ``grace_period``; returns their numbers."""
     now = time.time()
@@ -60,16 +71,8 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if now - last_sign_of_life(trial) <= grace_period:
             continue
-        storage = study._storage
-        try:  # the attributes first: a finished trial's cannot change
-            storage.set_trial_user_attr(trial._trial_id, LOST_WORKER_ATTR, True)
-            storage.set_trial_user_attr(
-                trial._trial_id, "error", f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
-            )
-            won = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue  # it finished, or another worker failed it first
-        if won is False:
+        error = f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
+        if not mark_failed(study, trial, error, {LOST_WORKER_ATTR: True}):
             continue
         failed.append(trial.number)
         log.warning("trial %d had no heartbeat for %.0fs: marked failed", trial.number, now - last_sign_of_life(trial))
@@ -91,15 +94,7 @@ def fail_unlaunched_trials(study: optuna.Study) -> List[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("launched"):
             continue
-        storage = study._storage
-        try:
-            storage.set_trial_user_attr(
-                trial._trial_id, "error", "never launched: the database went away while it was being claimed"
-            )
-            won = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue
-        if won is not False:
+        if mark_failed(study, trial, "never launched: the database went away while it was being claimed"):
             failed.append(trial.number)
             log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
     return failed
