@@ -256,7 +256,8 @@ class BudgetOptunaSweeper(Sweeper):
         log.info("storage: %s", where)
         log.info("study: %s (%s %s), %d of %d trained trials done", self.study_name,
                  "/".join(self.directions), "/".join(self._metric_names()), done, self.n_trials)
-        log.info("sampler: %s, pruner: %s, n_jobs: %d", type(study.sampler).__name__, type(study.pruner).__name__, self.n_jobs)
+        pruner = type(study.pruner).__name__ if len(self.directions) == 1 else "none (Optuna prunes single-objective studies only)"
+        log.info("sampler: %s, pruner: %s, n_jobs: %d", type(study.sampler).__name__, pruner, self.n_jobs)
         if max_params is not None:
             log.info("budget: %s parameters (over-budget trials are recorded, never trained)", f"{max_params:,}")
         else:

@@ -147,6 +147,7 @@ def test_multi_objective_accuracy_and_parameters_give_a_pareto_front(tmp_path):
         assert t.values == [t.user_attrs["best_test_acc"], t.user_attrs["n_params"]]
     assert study.metric_names == ["best_test_acc", "n_params"] and study.best_trials
     assert "solutions" in OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert "pruner: none (Optuna prunes single-objective studies only)" in proc.stderr + proc.stdout
 
 
 def test_nan_and_exceptions_fail_their_trial_but_not_the_sweep(tmp_path):
