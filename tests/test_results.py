@@ -183,6 +183,39 @@ def test_plots_are_valid_pngs_with_the_expected_content(db, tmp_path):
     assert list(front.get_xdata()) == [4938, 7988, 16454] and list(front.get_ydata()) == [98.0, 99.0, 99.1]
 
 
+def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
+    from sweeper.plots import write_plots
+    import matplotlib.pyplot as plt
+
+    study = optuna.create_study(study_name="two", storage=f"sqlite:///{tmp_path}/two.db", directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["min_last_k_test_acc", "n_params"])
+    for widths, lr, acc, n in [("tiny", 0.02, 99.1, 4938), ("s4", 0.05, 99.4, 7988), ("wide", 0.1, 99.5, 16454),
+                               ("tiny", 0.2, 98.9, 4938), ("s4", 0.01, 99.2, 7988)]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"model/widths": widths, "optim.lr": lr}, distributions=SPACE, values=[acc, n],
+            user_attrs={"n_params": n, "max_params": 20000, "min_last_k_test_acc": acc, "best_test_acc": acc,
+                        "launched": True, "curve": [98.0, acc]}))
+    figures = []
+    real_save = plt.Figure.savefig
+
+    def keep(fig, path, **kw):
+        figures.append((path.name, fig))
+        return real_save(fig, path, **kw)
+
+    plt.Figure.savefig = keep
+    try:
+        written = write_plots(study, trial_rows(study), tmp_path / "plots", acc="min_last_k")
+    finally:
+        plt.Figure.savefig = real_save
+    assert [p.name for p in written] == ["importances.png", "parallel.png", "accuracy_vs_params.png", "curves.png"]
+    figs = dict(figures)
+    assert figs["importances.png"].axes[0].get_legend_handles_labels()[1] == ["min_last_k_test_acc", "n_params"]
+    parallel = figs["parallel.png"].axes[0]
+    assert [t.get_text() for t in parallel.get_xticklabels()] == ["min_last_k_test_acc", "model/widths", "optim.lr"]
+
+
 def test_export_reproduces_the_trials_config(db, tmp_path):
     _, url = db
     study = optuna.load_study(study_name="known", storage=url)
