@@ -174,6 +174,7 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
     ]
     # The strict reading: the worst of the last k epochs at or above the target (99.4 unless the trial says).
     held = [t for t in reached if t.user_attrs.get("min_last_k_test_acc", -1) >= t.user_attrs.get("target_acc", TARGET_ACC)]
+    smallest = min(held, key=lambda t: (t.user_attrs["n_params"], t.number), default=None)
     best = None
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
         b = study.best_trial
@@ -189,6 +190,9 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
         "saved_by_rejecting_seconds": saved_rejecting,
         "reached_target_under_budget": len(reached),
         "held_target_under_budget": len(held),
+        "smallest_that_held": None if smallest is None else {
+            "trial": smallest.number, "params": smallest.user_attrs["n_params"],
+            "min_last_k": smallest.user_attrs["min_last_k_test_acc"]},
         "best": best,
     }
 
@@ -269,14 +273,19 @@ def _hours(seconds: Optional[float]) -> str:
 
 def format_summary(s: Dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in s["trials"].items() if n)
+    several = len(s["direction"]) > 1  # Optuna prunes single-objective studies only
+    pruning = "none (several objectives, never pruned)" if several else _hours(s["saved_by_pruning_seconds"])
     lines = [
         f"study {s['study']}: {'/'.join(s['direction'])} {'/'.join(s['metric'])}; trials: {counts or 'none'}",
         f"training time: {_hours(s['training_seconds'])}; a full trial: {_hours(s['full_trial_seconds'])}; "
-        f"saved by pruning: {_hours(s['saved_by_pruning_seconds'])}, by rejecting over-budget trials: "
+        f"saved by pruning: {pruning}, by rejecting over-budget trials: "
         f"{_hours(s['saved_by_rejecting_seconds'])} (estimated from the median full trial)",
         f"trials that reached the target within the budget: {s['reached_target_under_budget']}; "
         f"held it over the last k epochs (min_last_k): {s['held_target_under_budget']}",
     ]
+    if s["smallest_that_held"]:
+        h = s["smallest_that_held"]
+        lines.append(f"smallest that held it: trial {h['trial']}, {h['params']:,} parameters (min_last_k {h['min_last_k']:.2f})")
     if s["best"]:
         b = s["best"]
         size = f" with {b['params']:,} parameters" if b["params"] is not None else ""

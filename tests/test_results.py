@@ -130,6 +130,7 @@ def test_text_and_markdown_show_summary_and_table(db):
     assert "trials: 3 complete, 1 pruned, 1 rejected, 1 failed, 1 running" in text
     assert "saved by pruning: 1.2 min, by rejecting over-budget trials: 1.7 min" in text
     assert "best: trial 0, 99.45 with 7,988 parameters" in text
+    assert "held it over the last k epochs (min_last_k): 1\nsmallest that held it: trial 0, 7,988 parameters (min_last_k 99.00)" in text
     md = run(parse_args(["--storage", url, "known", "--format", "markdown"]))
     assert "| rank | trial | state |" in md and "| 1 | 0 | complete | 99.45 |" in md
 
@@ -212,6 +213,8 @@ def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
     assert [p.name for p in written] == ["importances.png", "parallel.png", "accuracy_vs_params.png", "curves.png"]
     figs = dict(figures)
     assert figs["importances.png"].axes[0].get_legend_handles_labels()[1] == ["min_last_k_test_acc", "n_params"]
+    text = run(parse_args(["--storage", f"sqlite:///{tmp_path}/two.db", "two"]))
+    assert "saved by pruning: none (several objectives, never pruned)" in text and "best:" not in text
     parallel = figs["parallel.png"].axes[0]
     assert [t.get_text() for t in parallel.get_xticklabels()] == ["min_last_k_test_acc", "model/widths", "optim.lr"]
 
