@@ -50,7 +50,8 @@ def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, c
     if target.exists():
         raise ExportError(f"{target} exists; choose another name or delete it")
     cfg = trial_config(overrides)
-    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or []))
+    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or [])
+                      if n != "n_params")  # the size follows in words
     header = (
         "# @package _global_\n"
         f"# Exported by mnist-results from study {study.study_name!r}, trial {trial.number} "

@@ -174,7 +174,9 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
     ]
     # The strict reading: the worst of the last k epochs at or above the target (99.4 unless the trial says).
     held = [t for t in reached if t.user_attrs.get("min_last_k_test_acc", -1) >= t.user_attrs.get("target_acc", TARGET_ACC)]
-    smallest = min(held, key=lambda t: (t.user_attrs["n_params"], t.number), default=None)
+    # the fewest parameters; of equally small trials, the one that held with the most margin
+    smallest = min(held, key=lambda t: (t.user_attrs["n_params"], -t.user_attrs["min_last_k_test_acc"], t.number),
+                   default=None)
     best = None
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
         b = study.best_trial

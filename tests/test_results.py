@@ -197,7 +197,7 @@ def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
         study.add_trial(optuna.trial.create_trial(
             params={"model/widths": widths, "optim.lr": lr}, distributions=SPACE, values=[acc, n],
             user_attrs={"n_params": n, "max_params": 20000, "min_last_k_test_acc": acc, "best_test_acc": acc,
-                        "launched": True, "curve": [98.0, acc]}))
+                        "launched": True, "curve": [98.0, acc], "overrides": [f"model/widths={widths}", f"optim.lr={lr}"]}))
     figures = []
     real_save = plt.Figure.savefig
 
@@ -215,8 +215,22 @@ def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
     assert figs["importances.png"].axes[0].get_legend_handles_labels()[1] == ["min_last_k_test_acc", "n_params"]
     text = run(parse_args(["--storage", f"sqlite:///{tmp_path}/two.db", "two"]))
     assert "saved by pruning: none (several objectives, never pruned)" in text and "best:" not in text
+    with pytest.raises(Exception, match="no single best trial"):
+        export_trial(study, "two", conf_dir=str(tmp_path / "conf"))
+    export_trial(study, "two", number=1, conf_dir=str(tmp_path / "conf"))
+    header = (tmp_path / "conf" / "experiment" / "two.yaml").read_text().splitlines()[1]
+    assert header.endswith("trial 1 (complete, min_last_k_test_acc=99.4, 7988 parameters).")
     parallel = figs["parallel.png"].axes[0]
     assert [t.get_text() for t in parallel.get_xticklabels()] == ["min_last_k_test_acc", "model/widths", "optim.lr"]
+
+
+def test_the_smallest_trial_that_held_is_the_one_with_most_margin_among_equals(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for number_params, held in [(7988, 99.5), (4938, 99.41), (4938, 99.45), (4563, 99.3)]:
+        add(study, number_params, TrialState.COMPLETE, "tiny", 0.05,
+            {"launched": True, "seconds": 60.0, "best_test_acc": held + 0.05, "epoch_reached_target": 9,
+             "min_last_k_test_acc": held})
+    assert summary(study)["smallest_that_held"] == {"trial": 2, "params": 4938, "min_last_k": 99.45}
 
 
 def test_export_reproduces_the_trials_config(db, tmp_path):
