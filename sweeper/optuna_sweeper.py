@@ -199,6 +199,10 @@ class BudgetOptunaSweeper(Sweeper):
         except Exception as exc:
             raise SweepError(f"hydra.sweeper.pruner cannot be made: {' '.join(str(exc).split())}") from None
 
+    @property
+    def _prunes(self) -> bool:
+        return len(self.directions) == 1  # Optuna prunes single-objective studies only
+
     def _metric_names(self) -> List[str]:
         if self.objectives:
             return self.objectives
@@ -256,7 +260,7 @@ class BudgetOptunaSweeper(Sweeper):
         log.info("storage: %s", where)
         log.info("study: %s (%s %s), %d of %d trained trials done", self.study_name,
                  "/".join(self.directions), "/".join(self._metric_names()), done, self.n_trials)
-        pruner = type(study.pruner).__name__ if len(self.directions) == 1 else "none (Optuna prunes single-objective studies only)"
+        pruner = type(study.pruner).__name__ if self._prunes else "none (Optuna prunes single-objective studies only)"
         log.info("sampler: %s, pruner: %s, n_jobs: %d", type(study.sampler).__name__, pruner, self.n_jobs)
         if max_params is not None:
             log.info("budget: %s parameters (over-budget trials are recorded, never trained)", f"{max_params:,}")
@@ -416,9 +420,8 @@ class BudgetOptunaSweeper(Sweeper):
         if OmegaConf.select(self.config, CALLBACKS_KEY) is not None:
             metric = str(OmegaConf.select(self.config, "objective.metric", default="best_test_acc"))
             per_epoch = "val_acc" if "val" in metric else "test_acc"
-            prune = len(self.directions) == 1  # Optuna prunes single-objective studies only
             job.append(f"++{CALLBACKS_KEY}.optuna_trial={{_target_:sweeper.reporter.TrialReporter,"
-                       f"trial_number:{trial.number},metric:{per_epoch},prune:{str(prune).lower()}}}")
+                       f"trial_number:{trial.number},metric:{per_epoch},prune:{str(self._prunes).lower()}}}")
         user_set = any(o.split("=", 1)[0].lstrip("+~") == THREADS_KEY for o in overrides)
         if OmegaConf.select(self.config, THREADS_KEY, default="absent") != "absent" and not user_set:
             job.append(f"{THREADS_KEY}={self._job_threads()}")

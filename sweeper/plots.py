@@ -84,15 +84,14 @@ def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     notes: List[str] = []
+    parallel = ovm.plot_parallel_coordinate
     if len(study.directions) == 1:
         _optuna_plot(ovm.plot_optimization_history, study, out / "history.png", written, notes)
-        _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)
-        _optuna_plot(ovm.plot_parallel_coordinate, study, out / "parallel.png", written, notes)
-    else:  # several objectives: importances for each; parallel coordinates of the first (the accuracy)
+    else:  # several objectives: parallel coordinates of the first (the accuracy)
         first = (study.metric_names or ["objective 0"])[0]
-        _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)
-        _optuna_plot(partial(ovm.plot_parallel_coordinate, target=lambda t: t.values[0], target_name=first),
-                     study, out / "parallel.png", written, notes)
+        parallel = partial(parallel, target=lambda t: t.values[0], target_name=first)
+    _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)  # one bar per objective
+    _optuna_plot(parallel, study, out / "parallel.png", written, notes)
     max_params = next((t.user_attrs.get("max_params") for t in study.get_trials(deepcopy=False)
                        if t.user_attrs.get("max_params")), None)
     accuracy_vs_parameters(rows, max_params, out / "accuracy_vs_params.png", written, acc)
