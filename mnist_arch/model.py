@@ -184,5 +184,14 @@ def count_parameters(model_or_cfg: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_config_parameters(cfg: Any) -> int:
+    """Parameters of the model a whole training config describes: the sweeper's budget measure.
+
+    conf/train.yaml names it in ``hydra.sweeper.budget.measure``, so every trial is counted from its
+    composed config before it is launched.
+    """
+    return count_parameters(cfg.model)
+
+
 def input_shape(cfg: Any, batch: int = 1) -> Tuple[int, int, int, int]:
     return (batch, int(cfg.in_channels), int(cfg.image_size), int(cfg.image_size))

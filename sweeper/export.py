@@ -1,30 +1,61 @@
-"""Export a trial as an experiment config that ``mnist-train +experiment=NAME`` reproduces.
+"""Export a trial as an experiment config that ``<app> +experiment=NAME`` reproduces.
 
-The trial's overrides (as stored by the sweeper) are composed exactly as the sweeper composed
-them for the budget check, and the whole resulting config is written as a ``_global_``
-experiment. Only the sweeper's per-job additions are left out: its reporter callback and the
-CPU thread share (``trainer.callbacks.optuna_trial``, ``trainer.threads``).
+The file is a delta, as a person would write it: the config-group choices the trial made go in
+its defaults list (``override /model/widths: tiny``, or ``/search: frontier_holds`` for a group
+the sweep added), its other overrides as values. Before the file is kept, it is composed and
+checked to give exactly the trial's config; else nothing is written.
+
+The app's config (folder and primary config name) is the one the sweep recorded on the study;
+studies from before that record take ``--config-dir``, ``--config-name`` and ``--app-module`` (the
+module whose import registers the app's structured configs).
 """
 
+import importlib
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from mnist_arch.config import CONF_DIR, compose_config
+from .errors import one_line
+from .trials import OVERRIDES_ATTR
+
+APP_CONFIG_ATTR = "app_config"  # study system attribute: {"config_dir", "config_name", "module", "command"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ExportError(Exception):
     pass
 
 
-def trial_config(overrides: List[str]) -> Dict[str, Any]:
-    """The composed training config of a trial, without the hydra node."""
-    cfg = OmegaConf.to_container(compose_config(overrides), resolve=True)
-    cfg.pop("hydra", None)
-    return cfg
+def compose(config_dir: str, config_name: str, overrides: List[str]) -> Dict[str, Any]:
+    """The app's config for these overrides, resolved, without the hydra node."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=list(overrides))
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
+def record_app_config(study: optuna.Study, config: Any, module: Optional[str]) -> None:
+    """Record on the study where the app's config lives, so a trial can be exported without asking."""
+    sources = [s for s in config.hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
+    if not sources:
+        return
+    value = {"config_dir": sources[0].path, "config_name": config.hydra.job.config_name,
+             "module": module if module and module != "__main__" else None, "command": Path(sys.argv[0]).name}
+    if study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) != value:
+        study._storage.set_study_system_attr(study._study_id, APP_CONFIG_ATTR, value)
 
 
 def choose_trial(study: optuna.Study, number: Optional[int]) -> optuna.trial.FrozenTrial:
@@ -41,28 +72,76 @@ def choose_trial(study: optuna.Study, number: Optional[int]) -> optuna.trial.Fro
     return study.best_trial
 
 
-def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, conf_dir: Optional[str] = None) -> str:
+def delta(overrides: List[str], config_dir: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """(defaults-list entries, nested values) that an experiment file needs to apply these overrides."""
+    defaults, values = [], {}
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if (config_dir / key).is_dir():  # a config group: its choice goes in the defaults list
+            choice = o.value()
+            defaults.append({f"/{key}" if o.is_add() else f"override /{key}": choice})
+            continue
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = o.value()
+    return defaults, values
+
+
+def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, config_dir: Optional[str] = None,
+                 config_name: Optional[str] = None, module: Optional[str] = None) -> str:
+    if not NAME.match(name):
+        raise ExportError(f"--export {name!r}: give a file name (letters, digits, '_', '-', '.'), not a path")
     trial = choose_trial(study, number)
-    overrides = trial.user_attrs.get("overrides")
+    overrides = trial.user_attrs.get(OVERRIDES_ATTR)
     if overrides is None:
         raise ExportError(f"trial {trial.number} has no stored overrides (not run by the optuna_budget sweeper)")
-    target = Path(conf_dir or CONF_DIR) / "experiment" / f"{name}.yaml"
+    recorded = study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) or {}
+    conf = Path(config_dir or recorded.get("config_dir") or "conf")
+    primary = config_name or recorded.get("config_name") or "train"
+    module = module or recorded.get("module")
+    if module:  # the app's module registers its structured configs (schemas) when imported
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ExportError(f"the app's module {module!r} cannot be imported: {one_line(exc)}") from None
+    if not (conf / f"{primary}.yaml").is_file():
+        raise ExportError(f"the app's config {conf / primary}.yaml is not there; give --config-dir and --config-name")
+    target = conf / "experiment" / f"{name}.yaml"
     if target.exists():
         raise ExportError(f"{target} exists; choose another name or delete it")
-    cfg = trial_config(overrides)
-    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or [])
-                      if n != "n_params")  # the size follows in words
+    try:
+        wanted = compose(str(conf), primary, overrides)
+    except Exception as exc:
+        raise ExportError(f"trial {trial.number}'s overrides no longer compose: {one_line(exc)}") from None
+    defaults, values = delta(overrides, conf)
+    adds = [d for d in defaults if not next(iter(d)).startswith("override ")]  # Hydra wants overrides last
+    body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [*adds, *(d for d in defaults if d not in adds), "_self_"],
+                                               **values}))
+    run = recorded.get("command") or "<app>"
+    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or []))
+    size = trial.user_attrs.get("n_params")
     header = (
         "# @package _global_\n"
-        f"# Exported by mnist-results from study {study.study_name!r}, trial {trial.number} "
-        f"({trial_kind_text(trial)}{', ' + value if value else ''}, {trial.user_attrs.get('n_params', '?')} parameters).\n"
+        f"# Exported from study {study.study_name!r}, trial {trial.number} ({trial.state.name.lower()}"
+        f"{', ' + value if value else ''}{f', {size:,} parameters' if size is not None and 'n_params' not in value else ''}).\n"
         f"# Its overrides: {' '.join(overrides)}\n"
-        f"# Run: mnist-train +experiment={name}\n"
+        f"# Run: {run} +experiment={name}\n"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(header + OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    return f"wrote {target}: trial {trial.number}; run it with: mnist-train +experiment={name}"
-
-
-def trial_kind_text(trial: optuna.trial.FrozenTrial) -> str:
-    return trial.state.name.lower()
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".yaml", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(header + body)
+        try:
+            again = compose(str(conf), primary, [f"+experiment={Path(tmp).stem}"])
+        except Exception as exc:
+            raise ExportError(f"the exported file does not compose ({one_line(exc)}); nothing written") from None
+        if again != wanted:
+            raise ExportError(f"the exported file does not compose to trial {trial.number}'s config; nothing written")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return f"wrote {target}: trial {trial.number}; run it with: {run} +experiment={name}"

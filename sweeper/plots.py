@@ -3,7 +3,7 @@
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from .results import ACC_COLUMNS, TARGET_ACC, pareto_front  # noqa: E402
+from .table import ACC_COLUMNS, SIZE, pareto_front  # noqa: E402
+from .trials import BUDGET_MAX_ATTR, attr  # noqa: E402
 
 TOP_CURVES = 8
 
@@ -35,8 +36,8 @@ def _optuna_plot(make, study, path: Path, written: List[Path], notes: List[str])
         plt.close("all")
 
 
-def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Path, written: List[Path],
-                           acc: str = "best_acc") -> None:
+def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, target: Optional[float], path: Path,
+                           written: List[Path], acc: str = "best_acc") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for state, marker, color in (("complete", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
         pts = [r for r in rows if r["state"] == state and r.get(acc) is not None and r["params"] is not None]
@@ -52,7 +53,8 @@ def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Pat
                 label="Pareto front")
     if max_params:
         ax.axvline(max_params, color="tab:red", linestyle="--", label=f"{max_params:,} parameters")
-    ax.axhline(TARGET_ACC, color="tab:orange", linestyle="--", label=f"{TARGET_ACC}%")
+    if target is not None:
+        ax.axhline(target, color="tab:orange", linestyle="--", label=f"{target}%")
     ax.set_xlabel("parameters")
     ax.set_ylabel(ACC_COLUMNS[acc])
     ax.set_title("accuracy versus parameters")
@@ -60,7 +62,8 @@ def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, path: Pat
     _save(fig, path, written)
 
 
-def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], path: Path, written: List[Path]) -> None:
+def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional[float], path: Path,
+           written: List[Path]) -> None:
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     top = [r for r in rows if r["state"] in ("complete", "pruned")][:TOP_CURVES]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -68,7 +71,8 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], path: Path, writ
         curve = by_number[r["trial"]].user_attrs.get("curve") or []
         style = "-" if r["state"] == "complete" else ":"
         ax.plot(range(1, len(curve) + 1), curve, style, marker=".", label=f"trial {r['trial']} ({r['state']})")
-    ax.axhline(TARGET_ACC, color="tab:orange", linestyle="--", linewidth=1)
+    if target is not None:
+        ax.axhline(target, color="tab:orange", linestyle="--", linewidth=1)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
@@ -92,10 +96,15 @@ def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, 
         parallel = partial(parallel, target=lambda t: t.values[0], target_name=first)
     _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)  # one bar per objective
     _optuna_plot(parallel, study, out / "parallel.png", written, notes)
-    max_params = next((t.user_attrs.get("max_params") for t in study.get_trials(deepcopy=False)
-                       if t.user_attrs.get("max_params")), None)
-    accuracy_vs_parameters(rows, max_params, out / "accuracy_vs_params.png", written, acc)
-    curves(study, rows, out / "curves.png", written)
+    trials = study.get_trials(deepcopy=False)
+    max_params = next((attr(t, BUDGET_MAX_ATTR) for t in trials if attr(t, BUDGET_MAX_ATTR)), None)
+    target = next((t.user_attrs["target_acc"] for t in trials if t.user_attrs.get("target_acc") is not None), None)
+    if rows and acc in rows[0] and SIZE in rows[0]:  # an app whose trials carry accuracy and size
+        accuracy_vs_parameters(rows, max_params, target, out / "accuracy_vs_params.png", written, acc)
+    else:
+        notes.append(f"accuracy_vs_params.png: skipped (the trials carry no {acc!r} and {SIZE!r})")
+    if any(t.user_attrs.get("curve") for t in trials):
+        curves(study, rows, target, out / "curves.png", written)
     for note in notes:
         print(note)
     return written

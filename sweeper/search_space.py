@@ -5,9 +5,13 @@ The same strings as hydra-optuna-sweeper, with Hydra's meaning kept:
     choice(a, b, c)                  CategoricalDistribution; config-group options too (model/norm=choice(...))
     range(start, stop[, step])       IntDistribution / FloatDistribution with a step, stop EXCLUDED (as in Hydra)
     range(...) with tag(shuffle)     categorical over the range's values
-    interval(low, high)              FloatDistribution (Hydra makes interval ends floats; for ints use range)
-    tag(log, interval(low, high))    the same on a log scale
+    interval(low, high)              FloatDistribution (Hydra makes interval ends floats)
+    int(interval(low, high))         IntDistribution, both ends included
+    tag(log, interval(low, high))    the same on a log scale (also tag(log, int(interval(...))))
     anything else                    a fixed value, passed to every trial as it is
+
+hydra-optuna-sweeper's deprecated ``search_space`` form ({name: {type, low, high, step, log,
+choices}}) is read by ``distribution_from_config``.
 """
 
 import math
@@ -67,8 +71,36 @@ def distribution_from_override(override: Override) -> Any:
         log = "log" in value.tags
         if log and low <= 0:
             raise SearchSpaceError(f"{override.input_line}: a log interval needs low > 0")
+        if isinstance(low, int) and isinstance(high, int):  # int(interval(...))
+            return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
     raise SearchSpaceError(f"{override.input_line}: this kind of sweep is not supported by the Optuna sweeper")
+
+
+def distribution_from_config(name: str, node: Dict[str, Any]) -> BaseDistribution:
+    """hydra-optuna-sweeper's ``search_space`` entry ({type: int|float|categorical, ...}) as a distribution."""
+    kind = str(getattr(node.get("type"), "name", node.get("type")))
+    try:
+        if kind == "categorical":
+            return CategoricalDistribution(list(node["choices"]))
+        low, high, step, log = node["low"], node["high"], node.get("step"), bool(node.get("log", False))
+        if kind == "int":
+            return IntDistribution(int(low), int(high), step=int(step or 1), log=log)
+        if kind == "float":
+            return FloatDistribution(float(low), float(high), step=None if step is None else float(step), log=log)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SearchSpaceError(f"search_space.{name}: {' '.join(str(exc).split())}") from None
+    raise SearchSpaceError(f"search_space.{name}: type {kind!r} is not one of: int, float, categorical")
+
+
+def describe(distribution: BaseDistribution) -> str:
+    """A distribution in a few characters, for headers and messages: choice(a,b), int[1,9], float[0.1,1] log."""
+    if isinstance(distribution, CategoricalDistribution):
+        return f"choice({','.join(str(c) for c in distribution.choices)})"
+    kind = "int" if isinstance(distribution, IntDistribution) else "float"
+    step = f" step {distribution.step:g}" if distribution.step not in (None, 1) else ""
+    log = " log" if distribution.log else ""
+    return f"{kind}[{distribution.low:g},{distribution.high:g}]{step}{log}"
 
 
 def search_space_from_overrides(arguments: List[str]) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:

@@ -126,6 +126,20 @@ def local_file(url: Optional[str]) -> Optional[Path]:
     return None
 
 
+def _journal(path: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb(url: str, shown: str, **kwargs) -> RDBStorage:
+    """RDBStorage with the driver errors said in one line (what a missing driver needs installed)."""
+    try:
+        return RDBStorage(url, **kwargs)
+    except NoSuchModuleError:
+        raise StorageError(unknown_scheme(shown)) from None
+    except ImportError as exc:
+        raise StorageError(f"storage={masked(shown)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+
+
 def open_storage(url: Optional[str]) -> BaseStorage:
     """An Optuna storage for ``url``; the folder of a SQLite or journal file is created."""
     if url is None:
@@ -134,12 +148,13 @@ def open_storage(url: Optional[str]) -> BaseStorage:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith(JOURNAL_PREFIX):
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal(path)
     try:
         parsed = make_url(url)
     except Exception:
         raise StorageError(not_a_url(url)) from None
     engine_kwargs = {}
+    shown = url
     if parsed.get_backend_name() == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
         url = f"sqlite:///{path}"
@@ -147,14 +162,46 @@ def open_storage(url: Optional[str]) -> BaseStorage:
         engine_kwargs["connect_args"] = {"connect_timeout": 10}  # fail in seconds when unreachable
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except NoSuchModuleError:
-        raise StorageError(unknown_scheme(url)) from None
-    except ImportError as exc:
-        raise StorageError(f"storage={masked(url)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+        return _rdb(url, shown, engine_kwargs=engine_kwargs)
+    except StorageError:
+        raise
     except Exception as exc:
         message = " ".join(str(exc).split())[:300]
-        raise StorageError(f"storage={masked(url)!r} cannot be opened: {message}") from None
+        raise StorageError(f"storage={masked(shown)!r} cannot be opened: {message}") from None
+
+
+def open_storage_readonly(url: str) -> BaseStorage:
+    """The storage behind ``url``, opened without creating, upgrading or writing anything."""
+    path = local_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"no sweep database at {path} ({masked(url)}); run a sweep first or pass --storage")
+    if url.startswith(JOURNAL_PREFIX):
+        try:
+            return _journal(path)
+        except Exception as exc:
+            raise StorageError(f"{path} is not a readable Optuna journal: {' '.join(str(exc).split())[:200]}") from None
+    check_url(url)
+    shown = url
+    if path is not None:  # read-only: this command never writes to the database
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise StorageError(f"{path} is not a readable SQLite database (corrupted, or not a sweep database)")
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    try:
+        return _rdb(url, shown, skip_table_creation=True)
+    except StorageError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "optuna storage upgrade" in text or "no longer compatible" in text or "not supported" in text:
+            raise StorageError(
+                f"{masked(shown)} was written by an Optuna version this one cannot read ({optuna.__version__}): "
+                f"upgrade it with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna "
+                "version that wrote it"
+            ) from None
+        if "file is not a database" in text or "malformed" in text:
+            raise StorageError(f"{path} is not a readable SQLite database (corrupted?): {text[:200]}") from None
+        raise StorageError(f"cannot open {masked(shown)}: {text[:300]}") from None
 
 
 _thread_lock = threading.Lock()
@@ -231,3 +278,37 @@ def load_or_create_study(storage: BaseStorage, study_name: str, directions, samp
         study_name=study_name, storage=storage, directions=list(directions), sampler=sampler, pruner=pruner,
         load_if_exists=True,
     )
+
+
+SEARCH_SPACE_ATTR = "search_space"  # the study's declared search space, as Optuna's distribution JSON
+
+
+def check_search_space(study: optuna.Study, distributions, allow_change: bool) -> None:
+    """Refuse to go on with a study begun over another search space, unless ``allow_change``.
+
+    The first sweep records its space on the study; studies from before that are compared with
+    the distributions their trials used.
+    """
+    from optuna.distributions import distribution_to_json, json_to_distribution
+
+    from .search_space import describe
+
+    storage, study_id = study._storage, study._study_id
+    stored = storage.get_study_system_attrs(study_id).get(SEARCH_SPACE_ATTR)
+    if stored is not None:
+        before = {k: json_to_distribution(v) for k, v in stored.items()}
+    else:
+        before = {}
+        for trial in study.get_trials(deepcopy=False):
+            before.update(trial.distributions)
+        if before:  # a trial's own suggest_* params (custom_search_space) cannot be told apart: compare ours
+            before = {k: v for k, v in before.items() if k in distributions} or {"(none of these)": None}
+    if before and before != distributions and not allow_change:
+        text = lambda space: "{" + ", ".join(f"{k}: {describe(d)}" if d else k for k, d in sorted(space.items())) + "}"
+        raise StorageError(
+            f"study {study.study_name!r} was begun over the search space {text(before)}, not {text(distributions)}: "
+            "give a new hydra.sweeper.study_name, or set hydra.sweeper.allow_search_space_change=true to go on"
+        )
+    if stored is None or before != distributions:
+        storage.set_study_system_attr(study_id, SEARCH_SPACE_ATTR,
+                                      {k: distribution_to_json(d) for k, d in distributions.items()})

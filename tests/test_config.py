@@ -64,13 +64,13 @@ def test_every_search_preset_names_real_keys_and_options(preset):
     from hydra import initialize_config_dir
     from optuna.distributions import CategoricalDistribution
 
-    import hydra_plugins.mnist_arch_sweeper  # noqa: F401  the sweeper's configs
+    import hydra_plugins.optuna_budget_sweeper  # noqa: F401  the sweeper's configs
     from mnist_arch.config import CONF_DIR
     from sweeper.search_space import search_space_from_overrides
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = hydra_compose("train", overrides=[f"+search={preset}"], return_hydra_config=True)
-    assert cfg.hydra.sweeper._target_ == "hydra_plugins.mnist_arch_sweeper.BudgetOptunaSweeper"
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.optuna_budget_sweeper.BudgetOptunaSweeper"
     distributions, fixed = search_space_from_overrides([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
     assert distributions and not fixed
     for key, dist in distributions.items():

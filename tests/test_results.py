@@ -13,10 +13,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from mnist_arch.model import count_parameters
-from sweeper.export import export_trial, trial_config
-from sweeper.results import main, run, parse_args, summary, trial_rows
+from sweeper.export import ExportError, export_trial
+from sweeper.results import main, run, parse_args
+from sweeper.table import summary, trial_rows
 
-from .support import compose, run_cli
+from .support import CONF, compose, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"model/widths": CategoricalDistribution(["tiny", "s4", "wide"]), "optim.lr": FloatDistribution(0.01, 0.3, log=True)}
@@ -60,6 +61,15 @@ def db(tmp_path):
     return tmp_path, url
 
 
+@pytest.fixture
+def app_conf(tmp_path):
+    """A copy of the app's config folder, for exports to write into."""
+    import shutil
+
+    shutil.copytree(CONF, tmp_path / "conf")
+    return dict(config_dir=str(tmp_path / "conf"), config_name="train", module="mnist_arch.config")
+
+
 def rows_of(url, *args):
     return json.loads(run(parse_args(["--storage", url, "known", "--format", "json", *args])))
 
@@ -73,7 +83,8 @@ def test_rows_are_ranked_and_exact(db):
     ]
     assert rows[0] == {
         "rank": 1, "trial": 0, "state": "complete", "objective": 99.45, "best_acc": 99.45, "final_acc": 99.41,
-        "min_last_k": 99.0, "val_min_last_k": 98.9, "best_epoch": 3, "reached_target": 3, "params": 7988, "lr": 0.05, "widths": "s4", "epochs": 4,
+        "min_last_k": 99.0, "val_min_last_k": 98.9, "best_epoch": 3, "reached_target": 3, "params": 7988, "model/widths": "s4", "optim.lr": 0.05,
+        "epochs": 4,
         "seconds": 100.0, "note": None,
     }
     assert rows[4]["note"] == "44,286 parameters > budget.max_params=20,000" and rows[4]["params"] == 44286
@@ -121,7 +132,7 @@ def test_csv_and_json_round_trip(db):
     as_csv = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["trial"]) for r in as_csv] == [r["trial"] for r in as_json]
     assert [float(r["best_acc"]) if r["best_acc"] else None for r in as_csv] == [r["best_acc"] for r in as_json]
-    assert as_csv[0]["widths"] == "s4" and as_csv[4]["state"] == "rejected"
+    assert as_csv[0]["model/widths"] == "s4" and as_csv[4]["state"] == "rejected"
 
 
 def test_text_and_markdown_show_summary_and_table(db):
@@ -171,8 +182,8 @@ def test_plots_are_valid_pngs_with_the_expected_content(db, tmp_path):
 
     plt.Figure.savefig = keep
     try:
-        accuracy_vs_parameters(trial_rows(study), 20000, tmp_path / "a.png", [])
-        accuracy_vs_parameters(trial_rows(study), 20000, tmp_path / "b.png", [], acc="min_last_k")
+        accuracy_vs_parameters(trial_rows(study), 20000, 99.4, tmp_path / "a.png", [])
+        accuracy_vs_parameters(trial_rows(study), 20000, 99.4, tmp_path / "b.png", [], acc="min_last_k")
     finally:
         plt.Figure.savefig = real_save
     best, worst_last = (fig.axes[0] for fig in figures)
@@ -184,7 +195,7 @@ def test_plots_are_valid_pngs_with_the_expected_content(db, tmp_path):
     assert list(front.get_xdata()) == [4938, 7988, 16454] and list(front.get_ydata()) == [98.0, 99.0, 99.1]
 
 
-def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
+def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path, app_conf):
     from sweeper.plots import write_plots
     import matplotlib.pyplot as plt
 
@@ -215,11 +226,11 @@ def test_a_two_objective_study_gets_importances_for_each_objective(tmp_path):
     assert figs["importances.png"].axes[0].get_legend_handles_labels()[1] == ["min_last_k_test_acc", "n_params"]
     text = run(parse_args(["--storage", f"sqlite:///{tmp_path}/two.db", "two"]))
     assert "saved by pruning: none (several objectives, never pruned)" in text and "best:" not in text
-    with pytest.raises(Exception, match="no single best trial"):
-        export_trial(study, "two", conf_dir=str(tmp_path / "conf"))
-    export_trial(study, "two", number=1, conf_dir=str(tmp_path / "conf"))
+    with pytest.raises(ExportError, match="no single best trial"):
+        export_trial(study, "two", **app_conf)
+    export_trial(study, "two", number=1, **app_conf)
     header = (tmp_path / "conf" / "experiment" / "two.yaml").read_text().splitlines()[1]
-    assert header.endswith("trial 1 (complete, min_last_k_test_acc=99.4, 7988 parameters).")
+    assert header.endswith("trial 1 (complete, min_last_k_test_acc=99.4, n_params=7988).")
     parallel = figs["parallel.png"].axes[0]
     assert [t.get_text() for t in parallel.get_xticklabels()] == ["min_last_k_test_acc", "model/widths", "optim.lr"]
 
@@ -229,26 +240,43 @@ def test_the_smallest_trial_that_held_is_the_one_with_most_margin_among_equals(t
     for number_params, held in [(7988, 99.5), (4938, 99.41), (4938, 99.45), (4563, 99.3)]:
         add(study, number_params, TrialState.COMPLETE, "tiny", 0.05,
             {"launched": True, "seconds": 60.0, "best_test_acc": held + 0.05, "epoch_reached_target": 9,
-             "min_last_k_test_acc": held})
+             "min_last_k_test_acc": held, "target_acc": 99.4})
     assert summary(study)["smallest_that_held"] == {"trial": 2, "params": 4938, "min_last_k": 99.45}
 
 
-def test_export_reproduces_the_trials_config(db, tmp_path):
+def test_export_writes_a_delta_that_composes_to_the_trials_config(db, tmp_path, app_conf):
+    from sweeper.export import compose as compose_app
+
     _, url = db
     study = optuna.load_study(study_name="known", storage=url)
-    message = export_trial(study, "best_known", conf_dir=str(tmp_path / "conf"))
+    message = export_trial(study, "best_known", **app_conf)
     assert "trial 0" in message
     exported = tmp_path / "conf" / "experiment" / "best_known.yaml"
-    assert exported.read_text().startswith("# @package _global_")
-    again = compose("+experiment=best_known", f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
-    from omegaconf import OmegaConf
+    text = exported.read_text()
+    assert text.startswith("# @package _global_")
+    body = text.split("\n", 4)[4]  # after the four header lines: only what the trial chose
+    assert body == "defaults:\n- override /model/widths: s4\n- _self_\noptim:\n  lr: 0.05\n"
+    again = compose_app(app_conf["config_dir"], "train", ["+experiment=best_known"])
+    assert again == compose_app(app_conf["config_dir"], "train", ["model/widths=s4", "optim.lr=0.05"])
+    assert count_parameters(compose("model/widths=s4").model) == 7988
+    with pytest.raises(ExportError, match="exists"):
+        export_trial(study, "best_known", **app_conf)
 
-    as_run = OmegaConf.to_container(again, resolve=True)
-    as_run.pop("hydra", None)
-    assert as_run == trial_config(["model/widths=s4", "optim.lr=0.05"])
-    assert count_parameters(again.model) == 7988
-    with pytest.raises(Exception, match="exists"):
-        export_trial(study, "best_known", conf_dir=str(tmp_path / "conf"))
+
+@pytest.mark.parametrize("name", ["../../etc/x", "/tmp/x", "a/b", ""])
+def test_export_names_are_file_names(db, app_conf, name):
+    study = optuna.load_study(study_name="known", storage=db[1])
+    with pytest.raises(ExportError, match="give a file name"):
+        export_trial(study, name, **app_conf)
+
+
+def error_line(argv, capsys) -> str:
+    """mnist-results' error: exit status 1 and one line on stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.startswith("mnist-results: ") and err.count("\n") == 1
+    return err
 
 
 @pytest.mark.parametrize(
@@ -258,31 +286,27 @@ def test_export_reproduces_the_trials_config(db, tmp_path):
         (lambda p, u: ["--storage", f"sqlite:///{p}/missing.db", "known"], "no sweep database at"),
         (lambda p, u: ["--storage", u, "known", "--state", "done"], "--state done is not one of: complete"),
         (lambda p, u: ["--storage", u, "known", "--export", "x", "--trial", "99"], "--trial 99: no such trial"),
+        (lambda p, u: ["--storage", u, "known", "--trial", "3"], "--trial picks the trial --export writes"),
+        (lambda p, u: ["--storage", u, "known", "--top", "-1"], "--top -1: give a number of rows, 1 or more"),
     ],
 )
 def test_errors_are_one_line_with_nonzero_exit(db, make_args, message, capsys):
     tmp_path, url = db
-    with pytest.raises(SystemExit) as info:
-        main(make_args(tmp_path, url))
-    assert message in str(info.value.code) and "\n" not in str(info.value.code)
+    assert message in error_line(make_args(tmp_path, url), capsys)
 
 
-def test_corrupted_database_is_reported(tmp_path):
+def test_corrupted_database_is_reported(tmp_path, capsys):
     (tmp_path / "bad.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(SystemExit) as info:
-        main(["--storage", f"sqlite:///{tmp_path}/bad.db"])
-    assert "is not a readable SQLite database" in str(info.value.code)
+    assert "is not a readable SQLite database" in error_line(["--storage", f"sqlite:///{tmp_path}/bad.db"], capsys)
 
 
-def test_database_of_an_incompatible_optuna_version_says_how_to_upgrade(db):
+def test_database_of_an_incompatible_optuna_version_says_how_to_upgrade(db, capsys):
     tmp_path, url = db
     con = sqlite3.connect(tmp_path / "sweeps.db")
     con.execute("UPDATE alembic_version SET version_num = 'v0.9.0.a'")
     con.commit()
     con.close()
-    with pytest.raises(SystemExit) as info:
-        main(["--storage", url, "known"])
-    assert "optuna storage upgrade" in str(info.value.code)
+    assert "optuna storage upgrade" in error_line(["--storage", url, "known"], capsys)
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeper.search_space import SearchSpaceError, grid_choices, search_space_from_overrides
+from sweeper.search_space import (
+    SearchSpaceError, describe, distribution_from_config, grid_choices, search_space_from_overrides,
+)
 
 
 @pytest.mark.parametrize(
@@ -19,6 +21,18 @@ from sweeper.search_space import SearchSpaceError, grid_choices, search_space_fr
         ("x=interval(1,8)", FloatDistribution(1.0, 8.0)),  # Hydra's interval is always real; ints: range
         ("x=tag(log,interval(0.001,0.1))", FloatDistribution(0.001, 0.1, log=True)),
         ("x=tag(log,interval(1,64))", FloatDistribution(1.0, 64.0, log=True)),
+        # hydra-optuna-sweeper 1.3's test table, override by override (range ends: Hydra's, see README)
+        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+        ("key=choice(true, false)", CategoricalDistribution([True, False])),
+        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+        ("key=range(1,3)", IntDistribution(1, 2)),  # upstream: IntDistribution(1, 3)
+        ("key=interval(1, 5)", FloatDistribution(1.0, 5.0)),
+        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+        ("key=tag(log, interval(1, 5))", FloatDistribution(1.0, 5.0, log=True)),
+        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
+        ("key=int(interval(-5,5))", IntDistribution(-5, 5)),
+        ("key=tag(log, int(interval(1,100)))", IntDistribution(1, 100, log=True)),
+        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 4.5, step=1.0)),  # upstream: (0.5, 5.5, step=1)
     ],
 )
 def test_override_becomes_the_expected_distribution(override, expected):
@@ -31,6 +45,43 @@ def test_override_becomes_the_expected_distribution(override, expected):
         assert dist.step == pytest.approx(expected.step) and not dist.log
     else:
         assert dist == expected
+
+
+@pytest.mark.parametrize("override", ["key=int(interval(-5,5))", "key=tag(log, int(interval(1,100)))"])
+def test_int_intervals_propose_integers(override):
+    import optuna
+
+    (dist,) = search_space_from_overrides([override])[0].values()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = [study.ask({"key": dist}).params["key"] for _ in range(20)]
+    assert all(type(v) is int for v in values) and len(set(values)) > 3
+
+
+@pytest.mark.parametrize(
+    "node, expected",
+    [  # hydra-optuna-sweeper's deprecated search_space form, its own test table
+        ({"type": "categorical", "choices": [1, 2, 3]}, CategoricalDistribution([1, 2, 3])),
+        ({"type": "int", "low": 0, "high": 10}, IntDistribution(0, 10)),
+        ({"type": "int", "low": 0, "high": 10, "step": 2}, IntDistribution(0, 10, step=2)),
+        ({"type": "int", "low": 1, "high": 100, "log": True}, IntDistribution(1, 100, log=True)),
+        ({"type": "float", "low": 0, "high": 1}, FloatDistribution(0.0, 1.0)),
+        ({"type": "float", "low": 0, "high": 10, "step": 2}, FloatDistribution(0.0, 10.0, step=2.0)),
+        ({"type": "float", "low": 1, "high": 100, "log": True}, FloatDistribution(1.0, 100.0, log=True)),
+    ],
+)
+def test_deprecated_search_space_entries(node, expected):
+    assert distribution_from_config("key", node) == expected
+
+
+def test_deprecated_search_space_entry_of_unknown_type_is_refused():
+    with pytest.raises(SearchSpaceError, match="search_space.key: type 'normal' is not one of: int, float, categorical"):
+        distribution_from_config("key", {"type": "normal", "low": 0, "high": 1})
+
+
+def test_distributions_are_described_in_a_few_characters():
+    assert describe(CategoricalDistribution(["a", "b"])) == "choice(a,b)"
+    assert describe(IntDistribution(64, 256, step=64)) == "int[64,256] step 64"
+    assert describe(FloatDistribution(0.001, 0.1, log=True)) == "float[0.001,0.1] log"
 
 
 def test_shuffled_range_is_a_choice_of_its_values():

@@ -1,4 +1,6 @@
-"""Every sampler and pruner the sweeper offers can be made and drives a study (in memory, no training)."""
+"""Samplers and pruners from their config groups, as hydra-optuna-sweeper configs name them (in memory, no training)."""
+
+import logging
 
 import optuna
 import pytest
@@ -7,7 +9,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 import sweeper.config  # noqa: F401  registers the groups
-from sweeper.optuna_sweeper import BudgetOptunaSweeper
+from sweeper.errors import SweepError
+from sweeper.samplers import grid_size, make_pruner, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {
@@ -16,51 +19,142 @@ SPACE = {
     "optim.lr": FloatDistribution(0.01, 0.3, step=0.01),
 }
 
+# hydra-optuna-sweeper 1.3's sampler groups and the keys each schema has there: all must be accepted.
+UPSTREAM_KEYS = {
+    "tpe": {"seed", "consider_prior", "prior_weight", "consider_magic_clip", "consider_endpoints", "n_startup_trials",
+            "n_ei_candidates", "multivariate", "warn_independent_sampling"},
+    "random": {"seed"},
+    "cmaes": {"seed", "x0", "sigma0", "independent_sampler", "warn_independent_sampling", "consider_pruned_trials",
+              "restart_strategy", "inc_popsize", "use_separable_cma", "source_trials"},
+    "nsgaii": {"seed", "population_size", "mutation_prob", "crossover_prob", "swapping_prob", "constraints_func"},
+    "motpe": {"seed", "consider_prior", "prior_weight", "consider_magic_clip", "consider_endpoints",
+              "n_startup_trials", "n_ehvi_candidates"},
+    "grid": set(),
+}
+
 
 def node(group: str, name: str):
     return OmegaConf.structured(ConfigStore.instance().load(f"hydra/sweeper/{group}/{name}.yaml").node)
 
 
-def sweeper_with(sampler: str = "tpe", pruner: str = "median") -> BudgetOptunaSweeper:
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(sweeper.config.OptunaBudgetSweeperConf),
-        {"sampler": node("sampler", sampler), "pruner": node("pruner", pruner)},
-    )
-    kwargs = {k: v for k, v in cfg.items() if k not in ("_target_", "_recursive_", "defaults")}
-    return BudgetOptunaSweeper(**kwargs)
-
-
-def test_sweeper_group_lists_exactly_the_documented_options():
+def test_sweeper_groups_list_exactly_the_documented_options():
     cs = ConfigStore.instance()
-    assert sorted(n[:-5] for n in cs.list("hydra/sweeper/sampler")) == ["cmaes", "gp", "grid", "nsgaii", "qmc", "random", "tpe"]
-    assert sorted(n[:-5] for n in cs.list("hydra/sweeper/pruner")) == ["hyperband", "median", "none", "percentile", "successive_halving"]
+    assert sorted(n[:-5] for n in cs.list("hydra/sweeper/sampler")) == [
+        "cmaes", "gp", "grid", "motpe", "nsgaii", "qmc", "random", "tpe"]
+    assert sorted(n[:-5] for n in cs.list("hydra/sweeper/pruner")) == [
+        "hyperband", "median", "none", "percentile", "successive_halving"]
     assert "optuna_budget.yaml" in cs.list("hydra/sweeper")
 
 
-def test_published_plugin_keys_are_kept():
-    keys = set(OmegaConf.structured(sweeper.config.OptunaBudgetSweeperConf))
-    assert keys >= {"sampler", "direction", "storage", "study_name", "n_trials", "n_jobs", "max_failure_rate",
-                    "params", "custom_search_space"}
+def test_published_plugin_keys_and_defaults_are_kept():
+    cfg = OmegaConf.structured(sweeper.config.OptunaBudgetSweeperConf)
+    assert set(cfg) >= {"sampler", "direction", "storage", "study_name", "n_trials", "n_jobs", "max_failure_rate",
+                        "search_space", "params", "custom_search_space"}
+    assert cfg.direction == "minimize" and cfg.study_name is None and cfg.n_trials == 20
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes", "nsgaii", "qmc", "grid"])
+@pytest.mark.parametrize("group, keys", sorted(UPSTREAM_KEYS.items()))
+def test_every_key_of_the_published_sampler_groups_is_accepted(group, keys):
+    assert set(node("sampler", group)) >= keys | {"_target_"}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "motpe", "random", "gp", "cmaes", "nsgaii", "qmc", "grid"])
 def test_every_sampler_proposes_trials_in_the_space(sampler):
-    made = sweeper_with(sampler=sampler)._make_sampler(SPACE)
+    made = make_sampler(node("sampler", sampler), SPACE, worker=0)
     study = optuna.create_study(direction="maximize", sampler=made)
+    seen = []
     for _ in range(3):
         trial = study.ask(SPACE)
         assert set(trial.params) == set(SPACE)
+        assert all(SPACE[k]._contains(SPACE[k].to_internal_repr(v)) for k, v in trial.params.items())
+        seen.append(trial.params)
         study.tell(trial, trial.params["optim.lr"])
+    if sampler == "grid":
+        assert grid_size(made) == 2 * 4 * 30 and len({str(p) for p in seen}) == 3  # no point twice
 
 
-@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband", "none"])
-def test_every_pruner_can_be_made(pruner):
-    made = sweeper_with(pruner=pruner)._make_pruner()
+def test_every_sampler_keyword_reaches_the_sampler():
+    cfg = node("sampler", "tpe")
+    cfg.n_ei_candidates, cfg.n_startup_trials, cfg.consider_endpoints = 7, 3, True
+    made = make_sampler(cfg, SPACE, worker=0)
+    assert made._n_ei_candidates == 7 and made._n_startup_trials == 3
+    nsga = node("sampler", "nsgaii")
+    nsga.mutation_prob, nsga.crossover_prob, nsga.swapping_prob = 0.2, 0.7, 0.4
+    made = make_sampler(nsga, SPACE, worker=0)
+    assert made._child_generation_strategy._crossover_prob == 0.7
+    assert made._child_generation_strategy._swapping_prob == 0.4
+    cma = node("sampler", "cmaes")
+    cma.sigma0, cma.use_separable_cma, cma.consider_pruned_trials = 0.3, True, True
+    made = make_sampler(cma, {"x": FloatDistribution(0, 1)}, worker=0)
+    assert made._sigma0 == 0.3 and made._use_separable_cma and made._consider_pruned_trials
+
+
+def test_motpe_is_tpe_with_a_deprecation_line(caplog):
+    cfg = node("sampler", "motpe")
+    cfg.n_ehvi_candidates = 11
+    with caplog.at_level(logging.WARNING):
+        made = make_sampler(cfg, SPACE, worker=0)
+    assert isinstance(made, optuna.samplers.TPESampler) and made._n_ei_candidates == 11
+    assert [r.getMessage() for r in caplog.records if "motpe" in r.getMessage()] == [
+        "hydra/sweeper/sampler=motpe is deprecated: Optuna removed MOTPESampler; TPESampler, which handles several "
+        "objectives, is used (hydra/sweeper/sampler=tpe)"]
+
+
+def test_multivariate_false_turns_tpe_group_off():
+    cfg = node("sampler", "tpe")
+    cfg.multivariate = False
+    made = make_sampler(cfg, SPACE, worker=0)
+    assert made._multivariate is False and made._group is False
+
+
+def test_a_target_swap_leaves_out_the_groups_leftover_keys_with_one_line(caplog):
+    cfg = node("sampler", "tpe")
+    cfg._target_ = "optuna.samplers.RandomSampler"
+    with caplog.at_level(logging.WARNING):
+        made = make_sampler(cfg, SPACE, worker=0)
+    assert isinstance(made, optuna.samplers.RandomSampler)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("hydra.sweeper.sampler: RandomSampler takes no consider_endpoints, consider_magic_clip")
+    assert line.endswith("; left out")
+
+
+def test_worker_processes_get_their_own_seed():
+    cfg = node("sampler", "random")
+    cfg.seed = 5
+    first = [make_sampler(cfg, SPACE, worker=w)._rng.rng.randint(1 << 30) for w in (0, 0, 1)]
+    assert first[0] == first[1] != first[2]
+
+
+@pytest.mark.parametrize("target, message", [
+    ("optuna.samplers.NoSuchSampler", "hydra.sweeper.sampler._target_='optuna.samplers.NoSuchSampler' cannot be imported"),
+])
+def test_a_sampler_that_cannot_be_made_is_one_line(target, message):
+    cfg = node("sampler", "random")
+    cfg._target_ = target
+    with pytest.raises(SweepError, match=message):
+        make_sampler(cfg, SPACE, worker=0)
+
+
+@pytest.mark.parametrize("pruner, cls", [
+    ("median", optuna.pruners.MedianPruner), ("percentile", optuna.pruners.PercentilePruner),
+    ("successive_halving", optuna.pruners.SuccessiveHalvingPruner), ("hyperband", optuna.pruners.HyperbandPruner),
+    ("none", optuna.pruners.NopPruner),
+])
+def test_every_pruner_is_made_from_its_group(pruner, cls):
+    made = make_pruner(node("pruner", pruner))
+    assert type(made) is cls
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_after_its_warmup():
+    made = make_pruner(node("pruner", "median"))  # 5 startup trials, warm-up 3 steps
     study = optuna.create_study(direction="maximize", pruner=made)
-    trial = study.ask()
-    trial.report(0.5, 1)
-    assert trial.should_prune() in (True, False)
-
-
-def test_tpe_default_is_seeded():
-    assert node("sampler", "tpe").seed == 42
+    for _ in range(5):
+        good = study.ask()
+        for step in range(1, 6):
+            good.report(0.9, step)
+        study.tell(good, 0.9)
+    bad = study.ask()
+    bad.report(0.1, 2)
+    assert not bad.should_prune()  # inside the warm-up
+    bad.report(0.1, 3)
+    assert bad.should_prune()

@@ -1,8 +1,12 @@
-"""A cheap task function for testing the sweeper's machinery (failures, kills, workers) in seconds.
+"""A cheap task function for testing the sweeper's machinery (failures, kills, workers, pruning) in seconds.
 
-    python -m tests.toy_app.app -m x=choice(0,1,2) hydra.sweeper.storage=sqlite:///t.db
+    python -m tests.toy_app.app -m 'x=choice(0,1,2)' hydra.sweeper.storage=sqlite:///t.db
 
-Returns ``x``; ``x`` listed in ``nan_on`` returns NaN, in ``raise_on`` raises. Sleeps ``sleep`` seconds.
+Returns ``x`` (``returns=tuple``: ``(x, -x)``; ``returns=dict``: ``{v0: x, v1: -x}``); ``x`` listed in
+``nan_on`` returns NaN, in ``raise_on`` raises. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
+reports ``x * step / steps`` after each step through the sweeper's public API and stops when
+the pruner says so. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
+nothing to the sweeper.
 """
 
 import time
@@ -10,16 +14,28 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-import sweeper.config  # noqa: F401  (the sweeper's configs; Hydra also finds them through hydra_plugins)
+from sweeper.api import current_trial
 
 
 @hydra.main(config_path="conf", config_name="toy", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    time.sleep(cfg.sleep)
+def main(cfg: DictConfig):
+    trial = current_trial()
+    if trial is not None:
+        trial.set_user_attr("model_width", cfg.model.width)
+    for step in range(1, cfg.steps + 1):
+        time.sleep(cfg.sleep / cfg.steps)
+        if trial is not None and trial.report(cfg.x * step / cfg.steps, step, last=step == cfg.steps):
+            return float("nan")  # pruned: the sweeper records PRUNED whatever is returned
+    if not cfg.steps:
+        time.sleep(cfg.sleep)
     if cfg.x in cfg.raise_on:
         raise RuntimeError(f"boom at x={cfg.x}")
     if cfg.x in cfg.nan_on:
         return float("nan")
+    if cfg.returns == "tuple":
+        return float(cfg.x), -float(cfg.x)
+    if cfg.returns == "dict":
+        return {"v0": float(cfg.x), "v1": -float(cfg.x)}
     return float(cfg.x)
 
 

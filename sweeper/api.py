@@ -1,0 +1,130 @@
+"""The public API for jobs: the trial a job runs for, per-step reports, pruning.
+
+Any Hydra app run by ``hydra/sweeper=optuna_budget`` can use it; nothing is added to the app's
+config. Outside such a sweep (a plain run, another sweeper) ``current_trial()`` is None, so
+the same code runs both ways::
+
+    from sweeper.api import current_trial
+
+    trial = current_trial()
+    for step in range(1, steps + 1):
+        score = train_one_epoch()
+        if trial is not None and trial.report(score, step):
+            break                       # pruned: the sweeper records the trial PRUNED
+    if trial is not None:
+        trial.set_user_attr("n_params", n_params)   # shown by mnist-results, usable as an objective
+    return score
+
+Raising ``optuna.TrialPruned`` after a pruning report has the same effect as returning.
+The job finds its trial through its own Hydra config (``hydra.sweeper.storage``,
+``hydra.sweeper.study_name`` and ``hydra.job.num``, the trial's number), so this works when the
+job runs in the sweeper's process, in another process or on another machine (submitit).
+"""
+
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+from .config import SWEEPER_TARGET
+from .trials import PRUNED_AT_ATTR
+
+log = logging.getLogger(__name__)
+
+# Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
+# reuses the sweeper's connection (and an in-memory study is only reachable this way).
+ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], Any] = {}
+
+
+class SweepTrial:
+    """The trial a job runs for. Storage outages are logged and ridden out: the job trains on."""
+
+    def __init__(self, study: Any, number: int):
+        import optuna
+
+        self._study = study
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        self._trial = optuna.trial.Trial(study, trial_id)
+        self.number = number
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The searched values, by their override key (e.g. ``optim.lr``)."""
+        return dict(self._trial.params)
+
+    @property
+    def user_attrs(self) -> Dict[str, Any]:
+        return dict(self._study._storage.get_trial(self._trial._trial_id).user_attrs)
+
+    @property
+    def prunes(self) -> bool:
+        """Whether reports can stop this trial: Optuna prunes single-objective studies only."""
+        return len(self._study.directions) == 1
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._guarded(lambda: self._trial.set_user_attr(key, value), f"storing {key}")
+
+    def report(self, value: float, step: int, last: bool = False) -> bool:
+        """Record ``value`` at ``step`` (a positive int, e.g. the epoch); True when the pruner stops the trial here.
+
+        After True the job should stop (return, or raise ``optuna.TrialPruned``): the trial is
+        recorded PRUNED at this step whatever the job returns. ``last=True`` (the job's final
+        step) records without asking the pruner: a trial that ran all its steps completes. In a
+        multi-objective study nothing is recorded and it is always False.
+        """
+        if not self.prunes:
+            return False
+
+        def decide() -> bool:
+            self._trial.report(float(value), int(step))
+            if last or not self._trial.should_prune():
+                return False
+            self._trial.set_user_attr(PRUNED_AT_ATTR, int(step))
+            return True
+
+        return bool(self._guarded(decide, f"reporting step {step}", default=False))
+
+    def _guarded(self, fn, what: str, default=None):
+        from optuna.exceptions import StorageInternalError
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return fn()
+        except (StorageInternalError, DBAPIError) as exc:  # the database is away: go on, decide next time
+            log.warning("trial %d: could not reach the sweep database (%s: %s); the job goes on",
+                        self.number, what, " ".join(str(exc).split())[:120])
+            return default
+
+
+def current_trial() -> Optional[SweepTrial]:
+    """The trial this job runs for, or None when the job is not run by an optuna_budget sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    sweeper_cfg = hydra_cfg.sweeper
+    if sweeper_cfg.get("_target_") != SWEEPER_TARGET or hydra_cfg.job.get("num") is None:
+        return None
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    storage = sweeper_cfg.storage
+    name = study_name(sweeper_cfg.study_name, hydra_cfg.job.name)
+    return SweepTrial(open_study(storage, name), int(hydra_cfg.job.num))
+
+
+def study_name(configured: Optional[str], job_name: str) -> str:
+    """``hydra.sweeper.study_name``, or the app's job name where it is null (so a sweep resumes by default)."""
+    return configured if configured is not None else job_name
+
+
+def open_study(storage: Optional[str], name: str) -> Any:
+    study = ACTIVE_STUDIES.get((storage, name))
+    if study is None:
+        import optuna
+
+        from .storage import open_storage, retry_transient
+
+        study = retry_transient(lambda: optuna.load_study(study_name=name, storage=open_storage(storage)),
+                                f"opening study {name!r}", 300)
+    return study

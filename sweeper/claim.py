@@ -1,0 +1,111 @@
+"""The claim step: under the study's lock, decide a worker's next move and record it.
+
+Fail trials whose worker stopped heartbeating, stop at n_trials trained trials (or a grid's
+size, or n_trials failures), ask Optuna for a trial, run the budget gate, and either mark the
+trial launched or record it untrained, all before the lock is let go.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from .budget import BudgetGate, Verdict
+from .errors import SweepError
+from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
+from .search_space import format_override
+from .storage import claim_lock
+from .trials import ERROR_ATTR, LAUNCHED_ATTR, is_trained
+
+log = logging.getLogger("sweeper.optuna_sweeper")
+
+
+@dataclass
+class Claim:
+    """What a claim decided: ``run`` the trial, ``skip`` it (recorded untrained), ``wait``, or ``done``."""
+
+    action: str
+    trial: Optional[optuna.Trial] = None
+    overrides: Optional[List[str]] = None
+    verdict: Optional[Verdict] = None
+
+
+@dataclass
+class ClaimStep:
+    storage_url: Optional[str]
+    gate: BudgetGate
+    n_trials: int
+    max_failure_rate: float
+    grace_period: float
+    retry_stale_trials: bool
+    grid_size: Optional[int]
+    custom_search_space: Optional[Callable[[Any, optuna.Trial], None]]
+    config: Any
+    _capped_said: bool = False
+
+    def __call__(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
+                 worker: str) -> Claim:
+        """The whole claim runs under the lock, a rejected trial's tell included, so any RUNNING trial
+        without the "launched" mark seen here was left by a claim that a database outage cut short.
+        """
+        with claim_lock(self.storage_url):
+            fail_stale_trials(study, self.grace_period, self.retry_stale_trials)
+            fail_unlaunched_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            capped = self._check_failures(trials)
+            trained = [t for t in trials if is_trained(t)]
+            running = any(t.state == TrialState.RUNNING for t in trained)
+            if len(trained) >= self.n_trials or capped or self._grid_done(trials):
+                return Claim("wait" if running else "done")
+            trial = study.ask(distributions)
+            if self.custom_search_space is not None:
+                self.custom_search_space(self.config, trial)
+            overrides = [format_override(k, v) for k, v in trial.params.items()]
+            overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
+            verdict = self.gate.check(trial, overrides)
+            if verdict is None:
+                trial.set_user_attr(LAUNCHED_ATTR, True)
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
+                return Claim("run", trial, overrides)
+            # never launched: recorded before the lock is let go
+            study.tell(trial, state=TrialState.PRUNED if verdict.rejected else TrialState.FAIL, skip_if_finished=True)
+            if not verdict.rejected:
+                self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)
+            return Claim("skip", trial, overrides, verdict)
+
+    def _grid_done(self, trials: Sequence[FrozenTrial]) -> bool:
+        """A grid sampler's every point has had its trial (run, rejected or failed; not lost to a dead worker)."""
+        if self.grid_size is None:
+            return False
+        used = [t for t in trials if not (t.state == TrialState.FAIL and t.user_attrs.get(LOST_WORKER_ATTR))
+                and t.state != TrialState.WAITING]
+        return len(used) >= self.grid_size
+
+    def _check_failures(self, trials: Sequence[FrozenTrial]) -> bool:
+        """Raise when failed trained trials exceed max_failure_rate; True (the sweep ends) when they number n_trials.
+
+        The cap ends a sweep whose every job fails even under max_failure_rate=1.0, which lets
+        failures through but would otherwise ask for new trials forever.
+        """
+        launched = [t for t in trials if t.user_attrs.get(LAUNCHED_ATTR) and t.state.is_finished()
+                    and not t.user_attrs.get(LOST_WORKER_ATTR)]  # a killed worker is not the trial's failure
+        failed = [t for t in launched if t.state == TrialState.FAIL]
+        if not failed:
+            return False
+        last = f"last: trial {failed[-1].number}: {failed[-1].user_attrs.get(ERROR_ATTR, 'no message')}"
+        if len(failed) / len(launched) > self.max_failure_rate:
+            raise SweepError(f"{len(failed)} of {len(launched)} trained trials failed, over "
+                             f"max_failure_rate={self.max_failure_rate} ({last})")
+        if len(failed) < self.n_trials:
+            return False
+        if not self._capped_said:
+            log.warning("%d trained trials failed, as many as n_trials=%d: the sweep ends (%s)", len(failed),
+                        self.n_trials, last)
+            self._capped_said = True
+        return True

@@ -1,0 +1,93 @@
+"""Optuna samplers and pruners from the ``hydra.sweeper.sampler`` / ``pruner`` config nodes.
+
+Every keyword of the target's constructor is passed on. A key the target does not take is
+left out with one warning line: it is what a config group leaves behind when only
+``sampler._target_`` is overridden (say TPE's ``n_startup_trials`` under RandomSampler).
+"""
+
+import inspect
+import logging
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+import optuna
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+
+from .errors import SweepError, one_line
+from .search_space import SearchSpaceError, grid_choices
+
+log = logging.getLogger(__name__)
+
+
+def motpe(n_ehvi_candidates: int = 24, **kwargs: Any) -> optuna.samplers.TPESampler:
+    """``hydra/sweeper/sampler=motpe``, as hydra-optuna-sweeper configs name it."""
+    log.warning("hydra/sweeper/sampler=motpe is deprecated: Optuna removed MOTPESampler; TPESampler, which handles "
+                "several objectives, is used (hydra/sweeper/sampler=tpe)")
+    return optuna.samplers.TPESampler(n_ei_candidates=n_ehvi_candidates, **kwargs)
+
+
+def _accepted(target: Callable) -> Optional[set]:
+    params = inspect.signature(target).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None  # takes anything
+    return set(params)
+
+
+def _build(node: DictConfig, what: str, extra: Dict[str, Any]) -> Any:
+    cfg = OmegaConf.to_container(node, resolve=True)
+    target_name = cfg.pop("_target_", None)
+    cfg.pop("_partial_", None)
+    try:
+        target = get_method(target_name)
+    except Exception as exc:
+        raise SweepError(f"hydra.sweeper.{what}._target_={target_name!r} cannot be imported: {one_line(exc)}") from None
+    accepted = _accepted(target)
+    if accepted is not None:
+        left = sorted(k for k in cfg if k not in accepted)
+        if left:
+            log.warning("hydra.sweeper.%s: %s takes no %s; left out", what, target_name.rsplit(".", 1)[-1], ", ".join(left))
+        cfg = {k: v for k, v in cfg.items() if k in accepted}
+        extra = {k: v for k, v in extra.items() if k in accepted and cfg.get(k) is None}
+    kwargs = {**cfg, **extra}
+    for key, value in list(kwargs.items()):  # callables and nested samplers given as {_target_: ...}
+        if isinstance(value, dict) and "_target_" in value:
+            kwargs[key] = _build(OmegaConf.create(value), f"{what}.{key}", {})
+    if kwargs.get("group") and kwargs.get("multivariate") is False:
+        kwargs["group"] = False  # TPE's group works on the multivariate model only
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # e.g. TPE's group=True
+            warnings.simplefilter("ignore", FutureWarning)  # Optuna 5's deprecated TPE keywords, when given
+            return target(**kwargs)
+    except Exception as exc:
+        raise SweepError(f"hydra.sweeper.{what} ({target_name}) cannot be made: {one_line(exc)}") from None
+
+
+def make_sampler(node: DictConfig, distributions: Dict[str, BaseDistribution], worker: int,
+                 constraints_func: Optional[Callable] = None) -> optuna.samplers.BaseSampler:
+    """The sampler; worker processes past the first add their index to its seed (else they propose alike)."""
+    node = node.copy()
+    if node.get("seed") is not None and worker:
+        node.seed = node.seed + worker
+    extra: Dict[str, Any] = {}
+    if str(node.get("_target_", "")).endswith("GridSampler"):
+        try:
+            extra["search_space"] = grid_choices(distributions)
+        except SearchSpaceError as exc:
+            raise SweepError(str(exc)) from None
+    if constraints_func is not None:
+        extra["constraints_func"] = constraints_func
+    return _build(node, "sampler", extra)
+
+
+def make_pruner(node: DictConfig) -> optuna.pruners.BasePruner:
+    return _build(node, "pruner", {})
+
+
+def grid_size(sampler: optuna.samplers.BaseSampler) -> Optional[int]:
+    """How many points a grid sampler's grid has; None for other samplers."""
+    if isinstance(sampler, optuna.samplers.GridSampler):
+        return len(sampler._all_grids)
+    return None

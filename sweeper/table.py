@@ -1,0 +1,210 @@
+"""The results table of a study: one row per trial, ranked; filters, sorting, Pareto front, summary.
+
+Works on any study. The columns an app's trials carry as user attributes are shown where
+present: the accuracies, epochs and target of mnist_arch's trainer, the budget's measure
+(``params`` for ``n_params``); a study whose trials carry none gets the objective, the
+hyperparameters, the state and the note.
+"""
+
+import json
+import statistics
+from typing import Any, Dict, List, Optional, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
+
+KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
+
+# user attribute -> column, in the order shown, where any trial carries it
+METRIC_COLUMNS = {
+    "best_test_acc": "best_acc", "final_test_acc": "final_acc", "min_last_k_test_acc": "min_last_k",
+    "min_last_k_val_acc": "val_min_last_k", "best_epoch": "best_epoch", "epoch_reached_target": "reached_target",
+    "n_params": "params",
+}
+# Accuracy columns a user may rank the accuracy-vs-size view by (--acc).
+ACC_COLUMNS = {
+    "best_acc": "best test accuracy (%)",
+    "final_acc": "final test accuracy (%)",
+    "min_last_k": "test accuracy, worst of the last k epochs (%)",
+    "val_min_last_k": "validation accuracy, worst of the last k epochs (%)",
+}
+SIZE = "params"
+
+
+class TableError(ValueError):
+    """A table that cannot be made from this study as asked (a missing column): one line."""
+
+
+def short_names(keys: Sequence[str]) -> Dict[str, str]:
+    """``model.widths.multiplier`` -> ``multiplier``; longer suffixes where the short ones collide."""
+    parts = {k: k.replace("/", ".").split(".") for k in keys}
+    names = {}
+    for k, p in parts.items():
+        for n in range(1, len(p) + 1):
+            candidate = ".".join(p[-n:])
+            if all(".".join(q[-n:]) != candidate for other, q in parts.items() if other != k):
+                names[k] = candidate
+                break
+        else:
+            names[k] = k
+    return names
+
+
+def varying_params(trials: Sequence[FrozenTrial]) -> List[str]:
+    keys = sorted({k for t in trials for k in t.params})
+    return [k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True) for t in trials}) > 1]
+
+
+def rank_key(study: optuna.Study):
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+
+    def key(t: FrozenTrial):
+        kind = trial_kind(t)
+        if kind == "complete":
+            return (0, sign * t.values[0], t.number)
+        acc = t.user_attrs.get("best_test_acc")
+        return (1 + KINDS.index(kind), -(acc if acc is not None else -1), t.number)
+
+    return key
+
+
+def steps_run(t: FrozenTrial) -> Optional[int]:
+    if t.user_attrs.get("epochs_run") is not None:
+        return t.user_attrs["epochs_run"]
+    return len(t.intermediate_values) or None
+
+
+def _seconds(t: FrozenTrial) -> Optional[float]:
+    value = t.user_attrs.get("seconds", t.user_attrs.get("sweep_seconds"))
+    return value if isinstance(value, (int, float)) else None
+
+
+def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, Any]]:
+    """One row per trial, ranked by the objective (complete first, then pruned, rejected, failed).
+
+    Hyperparameters: those that vary, or every one with ``all_params`` (for csv and json).
+    """
+    trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))
+    keys = sorted({k for t in trials for k in t.params}) if all_params else varying_params(trials)
+    names = short_names(keys) if not all_params else {k: k for k in keys}
+    carried = {a for t in trials for a in t.user_attrs}
+    metrics = {a: c for a, c in METRIC_COLUMNS.items() if a in carried}
+    budget_names = {t.user_attrs[BUDGET_NAME_ATTR] for t in trials if t.user_attrs.get(BUDGET_NAME_ATTR)}
+    metrics.update({n: n for n in sorted(budget_names) if n not in METRIC_COLUMNS})
+    with_steps = any(steps_run(t) for t in trials)
+    with_seconds = any(_seconds(t) is not None for t in trials)
+    rows, rank = [], 0
+    for t in trials:
+        a = t.user_attrs
+        kind = trial_kind(t)
+        if kind in ("complete", "pruned"):
+            rank += 1
+        row = {
+            "rank": rank if kind in ("complete", "pruned") else None,
+            "trial": t.number,
+            "state": kind,
+            "objective": t.values[0] if t.values and len(t.values) == 1 else (t.values or None),
+            **{column: a.get(name) for name, column in metrics.items()},
+            **{names[k]: t.params.get(k) for k in keys},
+        }
+        if with_steps:
+            row["epochs" if "epochs_run" in carried else "steps"] = steps_run(t)
+        if with_seconds:
+            row["seconds"] = round(_seconds(t), 1) if _seconds(t) is not None else None
+        row["note"] = a.get("reason") or a.get(ERROR_ATTR) or a.get("stop_reason")
+        rows.append(row)
+    return rows
+
+
+def _require(rows: Sequence[Dict[str, Any]], column: str, what: str) -> None:
+    if rows and column not in rows[0]:
+        raise TableError(f"{what} needs the {column!r} column, and this study's trials carry none")
+
+
+def pareto_front(rows: Sequence[Dict[str, Any]], acc: str = "best_acc") -> List[Dict[str, Any]]:
+    """Complete trials that no other beats on both accuracy (column ``acc``, higher) and size (fewer parameters)."""
+    _require(rows, acc, "--pareto")
+    _require(rows, SIZE, "--pareto")
+    pts = [r for r in rows if r["state"] == "complete" and r.get(acc) is not None and r[SIZE] is not None]
+    front = [
+        r for r in pts
+        if not any(o[acc] >= r[acc] and o[SIZE] <= r[SIZE] and (o[acc] > r[acc] or o[SIZE] < r[SIZE]) for o in pts)
+    ]
+    return sorted(front, key=lambda r: r[SIZE])
+
+
+def sort_rows(rows: Sequence[Dict[str, Any]], column: str) -> List[Dict[str, Any]]:
+    """Rows ordered by ``column``: accuracies descending, size ascending; rows without it last, in order."""
+    _require(rows, column, f"--sort {column}")
+    sign = 1 if column == SIZE else -1
+    return sorted(rows, key=lambda r: (r.get(column) is None, sign * (r.get(column) or 0)))
+
+
+def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc="best_acc"):
+    out = [r for r in rows if states is None or r["state"] in states]
+    if max_params is not None:
+        _require(rows, SIZE, "--max-params")
+        out = [r for r in out if r[SIZE] is not None and r[SIZE] <= max_params]
+    if min_acc is not None:
+        _require(rows, acc, "--min-acc")
+        out = [r for r in out if r.get(acc) is not None and r[acc] >= min_acc]
+    return out[:top] if top is not None else out
+
+
+def summary(study: optuna.Study) -> Dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    counts = {k: 0 for k in KINDS}
+    for t in trials:
+        counts[trial_kind(t)] += 1
+    trained = [t for t in trials if t.user_attrs.get(LAUNCHED_ATTR) and t.state.is_finished()]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and _seconds(t) is not None]
+    full_steps = max((steps_run(t) or 0 for t in complete), default=0)
+    full = [_seconds(t) for t in complete if steps_run(t) == full_steps]
+    full_cost = statistics.median(full) if full else None
+    saved_pruning = saved_rejecting = None
+    if full_cost is not None and full_steps:
+        saved_pruning = sum(full_cost * (1 - (steps_run(t) or full_steps) / full_steps)
+                            for t in trials if trial_kind(t) == "pruned")
+        saved_rejecting = counts["rejected"] * full_cost
+    out = {
+        "study": study.study_name,
+        "metric": (study.metric_names or ["objective"]),
+        "direction": [d.name.lower() for d in study.directions],
+        "trials": counts,
+        "training_seconds": sum(_seconds(t) or 0.0 for t in trained),
+        "full_trial_seconds": full_cost,
+        "saved_by_pruning_seconds": saved_pruning,
+        "saved_by_rejecting_seconds": saved_rejecting,
+        "best": None,
+    }
+    if any("target_acc" in t.user_attrs for t in trials):  # an app that says what "reached" means
+        out.update(_target_summary(complete))
+    if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
+        b = study.best_trial
+        out["best"] = {"trial": b.number, "value": b.value, "params": b.user_attrs.get("n_params"),
+                       "hyperparameters": b.params}
+    return out
+
+
+def _target_summary(complete: Sequence[FrozenTrial]) -> Dict[str, Any]:
+    """Trials that reached their stored target_acc within the budget, held it over the last k epochs, the smallest."""
+    def within(t: FrozenTrial) -> bool:
+        limit = attr(t, BUDGET_MAX_ATTR)
+        return limit is None or t.user_attrs.get("n_params") is None or t.user_attrs["n_params"] <= limit
+
+    reached = [t for t in complete if "target_acc" in t.user_attrs
+               and t.user_attrs.get("epoch_reached_target") is not None and within(t)]
+    held = [t for t in reached if t.user_attrs.get("min_last_k_test_acc", -1) >= t.user_attrs["target_acc"]]
+    sized = [t for t in held if t.user_attrs.get("n_params") is not None]
+    # the fewest parameters; of equally small trials, the one that held with the most margin
+    smallest = min(sized, key=lambda t: (t.user_attrs["n_params"], -t.user_attrs["min_last_k_test_acc"], t.number),
+                   default=None)
+    return {
+        "reached_target_under_budget": len(reached),
+        "held_target_under_budget": len(held),
+        "smallest_that_held": None if smallest is None else {
+            "trial": smallest.number, "params": smallest.user_attrs["n_params"],
+            "min_last_k": smallest.user_attrs["min_last_k_test_acc"]},
+    }

@@ -1,0 +1,48 @@
+"""The trial vocabulary: what "trained", "rejected" and "failed" mean, and the attribute names.
+
+The sweeper writes these; result tables and plots read them. Nothing here opens a storage or
+imports the sweeper, so reading a database does not load the sweep machinery.
+"""
+
+from typing import Tuple
+
+from optuna.trial import FrozenTrial, TrialState
+
+REJECTED = "over_budget"  # value of the "rejected" user attribute of a trial over the budget
+LAUNCHED_ATTR = "launched"  # set when a trial is claimed to be trained; never on rejected ones
+OVERRIDES_ATTR = "overrides"  # the Hydra overrides of the trial (searched values and the sweep's fixed ones)
+ERROR_ATTR = "error"
+BUDGET_MAX_ATTR = "budget_max"  # the budget's limit for this trial
+BUDGET_NAME_ATTR = "budget_name"  # the name the measured value is stored under (e.g. n_params)
+BUDGET_CONSTRAINT = "budget_excess"  # measured value minus the limit: <= 0 is feasible
+PRUNED_AT_ATTR = "pruned_at_step"  # the step the pruner stopped the trial at (sweeper.api)
+LEGACY_ATTRS = {BUDGET_MAX_ATTR: "max_params", BUDGET_CONSTRAINT: "params_over_budget", PRUNED_AT_ATTR: "pruned_at_epoch"}
+
+
+def attr(trial: FrozenTrial, name: str, default=None):
+    """A user attribute, also under the name studies of earlier versions stored it with."""
+    if name in trial.user_attrs:
+        return trial.user_attrs[name]
+    return trial.user_attrs.get(LEGACY_ATTRS.get(name, name), default)
+
+
+def trial_kind(trial: FrozenTrial) -> str:
+    """complete | pruned | rejected | failed | running | waiting: what a results table shows."""
+    if trial.user_attrs.get("rejected"):
+        return "rejected"
+    return {
+        TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    """Counts toward n_trials: launched, and finished (complete or pruned) or still running."""
+    return bool(trial.user_attrs.get(LAUNCHED_ATTR)) and trial.state in (
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+    )
+
+
+def budget_constraint(trial: FrozenTrial) -> Tuple[float]:
+    """Optuna's constraints_func (<= 0 is feasible): how far the trial's measure is over the budget."""
+    return (float(attr(trial, BUDGET_CONSTRAINT, 0)),)

@@ -1,0 +1,45 @@
+"""The worker processes of ``n_jobs``: the same command again, each a worker on the same study."""
+
+import os
+import subprocess
+import sys
+from typing import List, Optional
+
+WORKER_ENV = "MNIST_SWEEP_WORKER"  # set in the worker processes a sweep starts for n_jobs > 1
+
+
+def worker_index() -> Optional[int]:
+    """This process's worker index when a sweep started it, else None (the process the user started)."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None else None
+
+
+def gpu_count() -> int:
+    """CUDA devices torch sees; 0 where the app has not imported torch (then it does not use it)."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch.cuda.device_count() if torch is not None else 0
+    except Exception:
+        return 0
+
+
+def start_workers(n_jobs: int, sweep_dir: str) -> List[subprocess.Popen]:
+    """n_jobs - 1 more processes running this same command; with several GPUs each gets its own."""
+    procs = []
+    gpus = gpu_count()
+    for k in range(1, n_jobs):
+        env = {**os.environ, WORKER_ENV: str(k)}
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+        cmd = [sys.executable, *sys.orig_argv[1:], f"hydra.sweep.dir={sweep_dir}"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    if gpus > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+    return procs
+
+
+def job_threads(threads_per_job: Optional[int], n_jobs: int) -> int:
+    """CPU threads for one job: as configured, else an equal share of the cores."""
+    if threads_per_job is not None:
+        return threads_per_job
+    return max(1, (os.cpu_count() or 1) // n_jobs)
