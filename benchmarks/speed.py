@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mnist_arch.config import compose_config  # noqa: E402
-from mnist_arch.data import MEAN, STD, ensure_mnist  # noqa: E402
+from mnist_arch.data import MEAN, STD  # noqa: E402
+from mnist_arch.fetch import ensure_mnist  # noqa: E402
 from mnist_arch.model import build_model  # noqa: E402
 from mnist_arch.trainer import fit, resolve_device  # noqa: E402
 from sweeper.storage import open_storage  # noqa: E402

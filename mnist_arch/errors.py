@@ -6,7 +6,11 @@ Hydra prints a ``CompactHydraException`` as its message alone, so deriving from 
 makes a user error one line on the command line.
 """
 
-from hydra.errors import CompactHydraException, InstantiationException
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from hydra.errors import CompactHydraException, HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -34,6 +38,19 @@ class DataUnavailableError(UserError, RuntimeError):
     """MNIST could not be found, fetched or verified."""
 
 
+def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
+    """``table[name]``, or a ConfigError naming the config key, the bad value and the valid ones."""
+    if name not in table:
+        raise ConfigError(f"{key}={name!r} is not one of: {', '.join(table)}")
+    return table[name]
+
+
+def squashed(what: object, limit: int = 0) -> str:
+    """``str(what)`` on one line (runs of white space folded), cut to ``limit`` characters when given."""
+    text = " ".join(str(what).split())
+    return text[:limit] if limit else text
+
+
 def one_line(exc: BaseException) -> str:
     """A user error as one line: Hydra's and OmegaConf's multi-line messages folded, noise dropped."""
     if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, CompactHydraException):
@@ -55,3 +72,21 @@ def one_line(exc: BaseException) -> str:
         else:
             folded.append(line)
     return "; ".join(folded)
+
+
+USER_ERRORS = (HydraException, OmegaConfBaseException)  # ConfigError and the rest derive from these
+
+
+def report_in_one_line(prefix: str, func: Callable[[], Any]) -> Any:
+    """``func()``; an error a user caused prints as ``<prefix><one line>`` on stderr and exits 1.
+
+    What every command of the app does with user errors. HYDRA_FULL_ERROR=1 shows the
+    traceback instead; other exceptions (bugs) propagate untouched.
+    """
+    try:
+        return func()
+    except USER_ERRORS as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(f"{prefix}{one_line(exc)}\n")
+        sys.exit(1)

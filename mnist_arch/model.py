@@ -20,11 +20,11 @@ Rules that are easy to forget:
 """
 
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, lookup
 
 # Order of the layers that follow each conv, per BatchNorm placement.
 NORM_PLACEMENTS: Dict[str, Tuple[str, ...]] = {
@@ -60,13 +60,6 @@ HEADS: Dict[str, Callable[[int, int], nn.Module]] = {
     "gap_linear": _gap_linear,
     "conv_gap": _conv_gap,
 }
-
-
-def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
-    """``table[name]``, or a ConfigError naming the config key, the bad value and the valid ones."""
-    if name not in table:
-        raise ConfigError(f"{key}={name!r} is not one of: {', '.join(table)}")
-    return table[name]
 
 
 def _conv_unit(c_in: int, c_out: int, kernel: int, padding: int, order: Tuple[str, ...], dropout: float) -> nn.Sequential:

@@ -8,8 +8,7 @@ from typing import Any, Iterable
 import torch
 from torch.optim import lr_scheduler
 
-from .errors import ConfigError
-from .model import lookup
+from .errors import ConfigError, lookup
 
 
 def _sgd(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:

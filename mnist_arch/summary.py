@@ -9,16 +9,13 @@ blank image: no data, no training, nothing written.
 
 from typing import Any, Dict, List
 
-import os
 import sys
 
 import torch
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .config import compose_config
-from .errors import one_line
+from .errors import report_in_one_line
 from .model import build_model, count_parameters, input_shape
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
@@ -93,12 +90,7 @@ def main(argv: List[str] = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
         return
-    try:
-        print(summary(args))
-    except (HydraException, OmegaConfBaseException) as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        sys.exit(f"mnist-summary: {one_line(exc)}")
+    report_in_one_line("mnist-summary: ", lambda: print(summary(args)))
 
 
 if __name__ == "__main__":

@@ -30,19 +30,10 @@ class EpochCallback(Protocol):
         """Called after each epoch's evaluation; return True to stop training."""
 
 
-def _min_last_k(values: List[float], k: int) -> float:
-    return min(values[-k:])
-
-
-# Objectives a run can return to a sweep; each maps (result, cfg) to a number, higher is better.
-OBJECTIVES = {
-    "best_test_acc": lambda r, k: r["best_test_acc"],
-    "final_test_acc": lambda r, k: r["final_test_acc"],
-    "min_last_k_test_acc": lambda r, k: _min_last_k([h["test_acc"] for h in r["history"]], k),
-    "best_val_acc": lambda r, k: max(h["val_acc"] for h in r["history"]),
-    "final_val_acc": lambda r, k: r["history"][-1]["val_acc"],
-    "min_last_k_val_acc": lambda r, k: _min_last_k([h["val_acc"] for h in r["history"]], k),
-}
+# What a run can return to a sweep (objective.metric): the summary metrics ``summarize`` computes,
+# all accuracies in percent, higher is better. The *_val_acc ones need a validation split.
+OBJECTIVES = ("best_test_acc", "final_test_acc", "min_last_k_test_acc", "best_val_acc", "final_val_acc",
+              "min_last_k_val_acc")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,25 +135,34 @@ def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: 
     return {"loss": loss_sum.item() / n, "acc": 100.0 * correct.item() / n}
 
 
-def summarize(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
-    """Summary metrics of a run from its per-epoch history."""
+def summarize(history: List[Dict[str, Any]], target_acc: float, last_k: int) -> Dict[str, Any]:
+    """Every summary metric of a run, from its per-epoch history: computed here and nowhere else.
+
+    ``min_last_k_*`` is the worst of the last ``last_k`` epochs (the strict "holds" reading);
+    the validation figures are there when the history has ``val_acc``.
+    """
     accs = [h["test_acc"] for h in history]
     best = max(range(len(accs)), key=lambda i: (accs[i], -i))  # earliest epoch among equals
     reached = next((h["epoch"] for h in history if h["test_acc"] >= target_acc), None)
-    return {
+    out = {
         "best_test_acc": accs[best],
         "final_test_acc": accs[-1],
+        "min_last_k_test_acc": min(accs[-last_k:]),
         "best_epoch": history[best]["epoch"],
         "epoch_reached_target": reached,
         "epochs_run": len(history),
+        "target_acc": target_acc,
     }
+    if "val_acc" in history[0]:  # a validation split: the same figures on it, to select by
+        vals = [h["val_acc"] for h in history]
+        out.update(best_val_acc=max(vals), final_val_acc=vals[-1], min_last_k_val_acc=min(vals[-last_k:]))
+    return out
 
 
-def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistTensors] = None) -> Dict[str, Any]:
+def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
     """Train the model ``cfg.model`` describes per ``cfg`` and return its metrics.
 
-    The parameter budget is checked before any data is loaded. ``data`` may be passed to reuse
-    tensors already on the device.
+    The parameter budget is checked before any data is loaded.
     """
     check_config(cfg)
     torch.manual_seed(cfg.seed)  # model init and dropout
@@ -174,8 +174,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
         torch.set_num_threads(cfg.trainer.threads)
 
     started = time.perf_counter()
-    if data is None:
-        data = load_mnist(cfg.data, device)
+    data = load_mnist(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
     model = model.to(device)
     if cfg.trainer.channels_last:  # 1-channel inputs are already NHWC; the convs' outputs follow the weights
@@ -225,22 +224,18 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = (), data: Optional[MnistT
             log.info("%s", stop_reason)
             break
 
+    summary = summarize(history, cfg.objective.target_acc, cfg.objective.last_k)
     result: Dict[str, Any] = {
         "n_params": n_params,
         "device": str(device),
-        **summarize(history, cfg.objective.target_acc),
+        **summary,
         "stopped_early": stop_reason is not None,
         "stop_reason": stop_reason,
         "seconds": time.perf_counter() - started,
         "history": history,
+        "objective_metric": cfg.objective.metric,
+        "objective": summary[cfg.objective.metric],
     }
-    result["min_last_k_test_acc"] = _min_last_k([h["test_acc"] for h in history], cfg.objective.last_k)
-    if history and "val_acc" in history[0]:  # a validation split: the same figures on it, to select by
-        result["best_val_acc"] = OBJECTIVES["best_val_acc"](result, cfg.objective.last_k)
-        result["min_last_k_val_acc"] = OBJECTIVES["min_last_k_val_acc"](result, cfg.objective.last_k)
-    result["target_acc"] = cfg.objective.target_acc
-    result["objective_metric"] = cfg.objective.metric
-    result["objective"] = OBJECTIVES[cfg.objective.metric](result, cfg.objective.last_k)
     for callback in callbacks:
         if hasattr(callback, "on_train_end"):
             callback.on_train_end(result)

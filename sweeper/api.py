@@ -24,8 +24,8 @@ job runs in the sweeper's process, in another process or on another machine (sub
 import logging
 from typing import Any, Dict, Optional, Tuple
 
-from .config import SWEEPER_TARGET
-from .trials import PRUNED_AT_ATTR
+from .errors import squashed
+from .config import SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of an app loads no optuna
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class SweepTrial:
         if not self.prunes:
             return False
 
+        from .trials import PRUNED_AT_ATTR
+
         def decide() -> bool:
             self._trial.report(float(value), int(step))
             if last or not self._trial.should_prune():
@@ -90,7 +92,7 @@ class SweepTrial:
             return fn()
         except (StorageInternalError, DBAPIError) as exc:  # the database is away: go on, decide next time
             log.warning("trial %d: could not reach the sweep database (%s: %s); the job goes on",
-                        self.number, what, " ".join(str(exc).split())[:120])
+                        self.number, what, squashed(exc, 120))
             return default
 
 

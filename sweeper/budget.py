@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import optuna
-from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import SweepError, one_line
+from .locate import locate_callable
 from .trials import BUDGET_CONSTRAINT, BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, OVERRIDES_ATTR, REJECTED
 
 BUDGET_KEY = "hydra.sweeper.budget"
@@ -30,15 +30,17 @@ class Verdict:
 
 
 class BudgetGate:
-    def __init__(self, load_config: Callable[[List[str]], DictConfig], measure: Optional[str], name: str):
-        """``load_config(overrides)`` composes a trial's config as its job would get it."""
+    def __init__(self, load_config: Callable[[List[str]], DictConfig], measure: Optional[str], name: str,
+                 task_function: Any = None):
+        """``load_config(overrides)`` composes a trial's config as its job would get it; a ``measure``
+        with a leading dot names a file beside the app's script (as custom_search_space may)."""
         self.load_config = load_config
         self.name = name
         self.measure_path = measure
         self._measure: Optional[Callable[[Any], Any]] = None
         if measure:
             try:
-                self._measure = get_method(measure)
+                self._measure = locate_callable(measure, task_function)
             except Exception as exc:
                 raise SweepError(f"{BUDGET_KEY}.measure={measure!r} cannot be imported: {one_line(exc)}") from None
 

@@ -1,8 +1,7 @@
 """Errors a sweep's user can cause, and how the sweeper's commands print them: one line each."""
 
-import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import NoReturn
 
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
@@ -13,6 +12,12 @@ class SweepError(CompactHydraException):
 
     Hydra prints a CompactHydraException as its message alone: one line, no traceback.
     """
+
+
+def squashed(what: object, limit: int = 0) -> str:
+    """``str(what)`` on one line (runs of white space folded), cut to ``limit`` characters when given."""
+    text = " ".join(str(what).split())
+    return text[:limit] if limit else text
 
 
 def one_line(exc: BaseException) -> str:
@@ -36,16 +41,6 @@ def one_line(exc: BaseException) -> str:
         else:
             folded.append(line)
     return "; ".join(folded) or type(exc).__name__
-
-
-def exit_on(errors: tuple, prog: str, func: Callable[[], Any]) -> Any:
-    """``func()``; an error of the given kinds exits 1 with ``prog: <one line>`` (HYDRA_FULL_ERROR=1: traceback)."""
-    try:
-        return func()
-    except errors as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        fail(prog, one_line(exc))
 
 
 def fail(prog: str, message: str) -> NoReturn:

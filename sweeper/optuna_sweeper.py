@@ -18,10 +18,7 @@ sweep resumes where it stopped when the same command runs again, and n_trials is
 total of trained trials, whatever the number of invocations.
 """
 
-import importlib.util
-import inspect
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +28,6 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
@@ -42,9 +38,10 @@ from .api import ACTIVE_STUDIES, study_name
 from .budget import BudgetGate
 from .claim import ClaimStep
 from .config import STORAGE_ENV
-from .errors import SweepError, one_line
+from .errors import SweepError, one_line, squashed
 from .export import record_app_config
 from .liveness import heartbeat
+from .locate import locate_callable
 from .outcome import job_outcome
 from .samplers import grid_size, make_pruner, make_sampler
 from .search_space import SearchSpaceError, distribution_from_config, search_space_from_overrides
@@ -64,24 +61,6 @@ RANGES = {  # key -> (test, allowed range in words)
     "max_rejected_streak": (lambda v: v >= 1, ">= 1"), "heartbeat_interval": (lambda v: v > 0, "> 0"),
     "storage_patience": (lambda v: v >= 0, ">= 0"),
 }
-
-
-def locate_callable(path: str, task_function: Any) -> Any:
-    """A dotted path; a leading dot (as hydra-optuna-sweeper's examples write it) means a file beside the app's script."""
-    if not path.startswith("."):
-        return get_method(path)
-    module_name, _, name = path[1:].rpartition(".")
-    folder = Path(inspect.getfile(task_function)).resolve().parent
-    file = folder / f"{module_name.replace('.', '/')}.py"
-    main = sys.modules.get("__main__")
-    if main is not None and Path(getattr(main, "__file__", "") or ".").resolve() == file:
-        return getattr(main, name)  # the app's own script, already running
-    spec = importlib.util.spec_from_file_location(module_name.replace("-", "_"), file)
-    if spec is None or not file.is_file():
-        raise ImportError(f"no file {file}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 class OptunaBudgetSweeper:
@@ -154,7 +133,8 @@ class OptunaBudgetSweeper:
             hydra_context=hydra_context, task_function=task_function, config=config
         )
         load = lambda overrides: hydra_context.config_loader.load_sweep_config(config, overrides)
-        self.gate = BudgetGate(load, self.budget_cfg.get("measure"), self.budget_cfg.get("name") or "budget_value")
+        self.gate = BudgetGate(load, self.budget_cfg.get("measure"), self.budget_cfg.get("name") or "budget_value",
+                               task_function)
 
     @property
     def prunes(self) -> bool:
@@ -173,7 +153,7 @@ class OptunaBudgetSweeper:
                 for name, node in OmegaConf.to_container(self.search_space_cfg, resolve=True).items():
                     distributions.setdefault(name, distribution_from_config(name, node))
         except (SearchSpaceError, OverrideParseException) as exc:
-            raise SweepError(f"search space: {' '.join(str(exc).split())}") from None
+            raise SweepError(f"search space: {squashed(exc)}") from None
         if not distributions and self.custom_search_space is None:
             raise SweepError(
                 "the search space is empty: give hydra.sweeper.params or sweep overrides such as "
@@ -200,7 +180,7 @@ class OptunaBudgetSweeper:
             raise SweepError(str(exc)) from None
         except DBAPIError as exc:  # unreachable at start: fail in seconds, do not wait
             raise SweepError(f"storage={masked(self.storage_url)!r} cannot be reached: "
-                             f"{' '.join(str(exc.orig).split())[:200]}") from None
+                             f"{squashed(exc.orig, 200)}") from None
         return study
 
     # ----------------------------------------------------------------- the sweep

@@ -13,6 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
+from .errors import squashed
 from .trials import LEGACY_ATTRS, PRUNED_AT_ATTR
 
 Outcome = Tuple[TrialState, Optional[List[float]], Optional[str]]
@@ -49,7 +50,7 @@ def job_outcome(ret: JobReturn, attrs: Dict[str, Any], objectives: Optional[Sequ
         exc = ret._return_value  # the job's exception; the public accessor would raise it and print
         if isinstance(exc, optuna.TrialPruned):
             return TrialState.PRUNED, None, None
-        return TrialState.FAIL, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return TrialState.FAIL, None, f"{type(exc).__name__}: {squashed(exc)}"
     if PRUNED_AT_ATTR in attrs or LEGACY_ATTRS[PRUNED_AT_ATTR] in attrs:
         return TrialState.PRUNED, None, None
     try:

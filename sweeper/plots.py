@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from .table import ACC_COLUMNS, SIZE, pareto_front  # noqa: E402
+from .errors import squashed  # noqa: E402
 from .trials import BUDGET_MAX_ATTR, attr  # noqa: E402
 
 TOP_CURVES = 8
@@ -32,7 +33,7 @@ def _optuna_plot(make, study, path: Path, written: List[Path], notes: List[str])
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
         _save(fig, path, written)
     except Exception as exc:  # e.g. too few complete trials for importances
-        notes.append(f"{path.name}: skipped ({' '.join(str(exc).split())[:120]})")
+        notes.append(f"{path.name}: skipped ({squashed(exc, 120)})")
         plt.close("all")
 
 

@@ -15,7 +15,6 @@ import logging
 from typing import Any, Dict, List
 
 from .api import current_trial
-from .storage import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,16 @@ class TrialReporter:
             return
         from hydra.core.hydra_config import HydraConfig
 
+        from .storage import retry_transient
+
         attrs = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None}
         attrs["curve"] = self.curve
         history = result.get("history") or ()
         for key in ("val_acc",):  # selecting on validation needs its curve
             if any(key in h for h in history):
                 attrs["val_curve"] = [h.get(key) for h in history]
-        attrs["output_dir"] = HydraConfig.get().runtime.output_dir
+        if HydraConfig.initialized():
+            attrs["output_dir"] = HydraConfig.get().runtime.output_dir
 
         def store() -> None:
             for key, value in attrs.items():

@@ -21,6 +21,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from .errors import squashed
+
 
 class SearchSpaceError(ValueError):
     """A search-space entry that cannot become an Optuna distribution."""
@@ -89,7 +91,7 @@ def distribution_from_config(name: str, node: Dict[str, Any]) -> BaseDistributio
         if kind == "float":
             return FloatDistribution(float(low), float(high), step=None if step is None else float(step), log=log)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SearchSpaceError(f"search_space.{name}: {' '.join(str(exc).split())}") from None
+        raise SearchSpaceError(f"search_space.{name}: {squashed(exc)}") from None
     raise SearchSpaceError(f"search_space.{name}: type {kind!r} is not one of: int, float, categorical")
 
 

@@ -22,6 +22,8 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
+from .errors import squashed
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -35,7 +37,7 @@ class StorageError(ValueError):
 
 def _short(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__ or exc
-    text = " ".join(str(cause).split()) or type(cause).__name__
+    text = squashed(cause) or type(cause).__name__
     return text.split(" (Background on this error")[0].split("[SQL:")[0].strip()[:200]
 
 
@@ -166,7 +168,7 @@ def open_storage(url: Optional[str]) -> BaseStorage:
     except StorageError:
         raise
     except Exception as exc:
-        message = " ".join(str(exc).split())[:300]
+        message = squashed(exc, 300)
         raise StorageError(f"storage={masked(shown)!r} cannot be opened: {message}") from None
 
 
@@ -179,7 +181,7 @@ def open_storage_readonly(url: str) -> BaseStorage:
         try:
             return _journal(path)
         except Exception as exc:
-            raise StorageError(f"{path} is not a readable Optuna journal: {' '.join(str(exc).split())[:200]}") from None
+            raise StorageError(f"{path} is not a readable Optuna journal: {squashed(exc, 200)}") from None
     check_url(url)
     shown = url
     if path is not None:  # read-only: this command never writes to the database
@@ -192,7 +194,7 @@ def open_storage_readonly(url: str) -> BaseStorage:
     except StorageError:
         raise
     except Exception as exc:
-        text = " ".join(str(exc).split())
+        text = squashed(exc)
         if "optuna storage upgrade" in text or "no longer compatible" in text or "not supported" in text:
             raise StorageError(
                 f"{masked(shown)} was written by an Optuna version this one cannot read ({optuna.__version__}): "

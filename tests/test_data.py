@@ -10,9 +10,10 @@ import torch
 from torchvision.datasets import MNIST
 
 from mnist_arch.config import AugmentConfig, DataConfig
-from mnist_arch.data import (
-    MNIST_MD5, DataUnavailableError, augment, check_files, ensure_mnist, idx_files_from_pickle, load_mnist,
-    raw_dir, write_idx_from_pickle, write_verified,
+from mnist_arch.data import augment, load_mnist
+from mnist_arch.fetch import (
+    MNIST_MD5, DataUnavailableError, check_files, ensure_mnist, idx_files_from_pickle, raw_dir, write_idx_from_pickle,
+    write_verified,
 )
 from mnist_arch.errors import ConfigError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_arch.data import DataUnavailableError, ensure_mnist, raw_dir, write_idx_from_pickle
+from mnist_arch.fetch import DataUnavailableError, ensure_mnist, raw_dir, write_idx_from_pickle
 
 from .support import run_cli
 from .test_data import synthetic_pickle

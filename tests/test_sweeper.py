@@ -62,11 +62,11 @@ def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables
     assert kinds["rejected"], "seed 3 samples multiplier 3.0 at least once"
     for t in kinds["rejected"]:
         assert t.state == TrialState.PRUNED and t.params["model.widths.multiplier"] == 3.0
-        assert t.user_attrs["n_params"] > 20000 and t.user_attrs["max_params"] == 20000
-        assert t.user_attrs["reason"] == f"{t.user_attrs['n_params']:,} parameters > budget.max_params=20,000"
+        assert t.user_attrs["n_params"] > 20000 and t.user_attrs["budget_max"] == 20000
+        assert t.user_attrs["reason"] == f"n_params={t.user_attrs['n_params']:,} > budget.max_params=20,000"
         assert "launched" not in t.user_attrs and t.intermediate_values == {}
         if hasattr(t, "constraints"):  # Optuna 5: samplers rank it infeasible
-            assert t.constraints == {"params_over_budget": float(t.user_attrs["n_params"] - 20000)}
+            assert t.constraints == {"budget_excess": float(t.user_attrs["n_params"] - 20000)}
         assert not (tmp_path / "sweep" / str(t.number)).exists()  # the job was never launched
         assert f"trial {t.number} rejected" in proc.stderr + proc.stdout
     for t in kinds["complete"]:
@@ -92,10 +92,10 @@ def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     kinds = by_kind(load(tmp_path))
     (hopeless,) = [t for t in kinds["pruned"] if t.params["optim.lr"] == 0.0000001]
-    assert hopeless.user_attrs["epochs_run"] == hopeless.user_attrs["pruned_at_epoch"] < 3
+    assert hopeless.user_attrs["epochs_run"] == hopeless.user_attrs["pruned_at_step"] < 3
     assert sorted(hopeless.intermediate_values) == list(range(1, hopeless.user_attrs["epochs_run"] + 1))
     assert len(kinds["complete"]) + len(kinds["pruned"]) == 3  # pruned trials were trained: they count
-    assert all(t.user_attrs["pruned_at_epoch"] < 3 for t in kinds["pruned"])  # never pruned at the last epoch
+    assert all(t.user_attrs["pruned_at_step"] < 3 for t in kinds["pruned"])  # never pruned at the last epoch
 
 
 def test_a_space_entirely_over_budget_stops_with_a_clear_message(tmp_path):
@@ -286,8 +286,10 @@ def test_reporter_reaches_its_trial_from_another_process_through_the_storage(tmp
     study = optuna.create_study(study_name="bridge", storage=url, direction="maximize")
     trial = study.ask()
     script = (
+        "from sweeper.api import SweepTrial, open_study\n"
         "from sweeper.reporter import TrialReporter\n"
-        f"r = TrialReporter(trial_number={trial.number}, storage={url!r}, study_name='bridge')\n"
+        "r = TrialReporter(metric='test_acc')\n"
+        f"r.trial = SweepTrial(open_study({url!r}, 'bridge'), {trial.number})\n"
         "assert r.on_epoch_end(1, {'test_acc': 97.5, 'epochs': 3}) is False\n"
         "r.on_train_end({'n_params': 123, 'best_test_acc': 97.5, 'epochs_run': 1, 'min_last_k_val_acc': 96.0,\n"
         "                'history': [{'test_acc': 97.5, 'val_acc': 96.0}]})\n"

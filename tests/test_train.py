@@ -79,10 +79,17 @@ def test_result_holds_every_documented_metric():
 
 def test_summary_metrics_of_a_history():
     history = [{"epoch": e, "test_acc": a} for e, a in enumerate([98.0, 99.41, 99.3, 99.41], 1)]
-    assert summarize(history, 99.4) == {
-        "best_test_acc": 99.41, "final_test_acc": 99.41, "best_epoch": 2, "epoch_reached_target": 2, "epochs_run": 4,
+    assert summarize(history, 99.4, 3) == {
+        "best_test_acc": 99.41, "final_test_acc": 99.41, "min_last_k_test_acc": 99.3, "best_epoch": 2,
+        "epoch_reached_target": 2, "epochs_run": 4, "target_acc": 99.4,
     }
-    assert summarize(history, 99.5)["epoch_reached_target"] is None
+    assert summarize(history, 99.5, 3)["epoch_reached_target"] is None
+    # the window is the last k epochs, exactly: the dip at epoch 1 is outside it for k=3, inside for k=4
+    assert summarize(history, 99.4, 2)["min_last_k_test_acc"] == 99.3
+    assert summarize(history, 99.4, 4)["min_last_k_test_acc"] == 98.0
+    with_val = [{**h, "val_acc": v} for h, v in zip(history, [97.0, 99.0, 98.5, 98.9])]
+    s = summarize(with_val, 99.4, 3)
+    assert (s["best_val_acc"], s["final_val_acc"], s["min_last_k_val_acc"]) == (99.0, 98.9, 98.5)
 
 
 def test_over_budget_model_stops_before_any_data_is_loaded(monkeypatch):
