@@ -1,6 +1,7 @@
 """Typed schemas of the training config.
 
-The YAML files under ``conf/`` hold the values; these dataclasses hold the shape. Hydra merges
+The YAML files under ``conf/`` hold the values and the reason for each; these dataclasses hold
+the shape and types (a value the YAML files always give is MISSING here, so it is stated once). Hydra merges
 every YAML file into ``TrainConfig`` (the primary config lists ``train_schema`` first), so a
 misspelled key or a value of the wrong type fails when the config is composed, before any work.
 Value ranges (positive epochs, known placement names, ...) are checked where the value is used,
@@ -17,18 +18,18 @@ from omegaconf import MISSING, DictConfig
 
 @dataclass
 class AugmentConfig:
-    enabled: bool = True
-    rotation: float = 7.0  # max degrees either way
-    translate: float = 0.05  # max shift, fraction of the image side
-    scale: float = 0.05  # max zoom in or out, fraction
+    enabled: bool = MISSING
+    rotation: float = MISSING  # degrees either way
+    translate: float = MISSING  # fraction of the image side
+    scale: float = MISSING  # fraction
 
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = None  # None: $MNIST_ARCH_DATA, else the user's cache directory
-    val_size: int = 0  # images carved from the training set for validation
-    train_subset: Optional[int] = None  # first N training images only (tests, quick looks)
-    test_subset: Optional[int] = None  # first N test images only
+    root: Optional[str] = MISSING
+    val_size: int = MISSING
+    train_subset: Optional[int] = MISSING
+    test_subset: Optional[int] = MISSING
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -97,26 +98,26 @@ class ScheduleConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
-    batch_size: int = 128
-    eval_batch_size: int = 2000
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None  # CPU threads; None leaves torch's default
-    channels_last: bool = False  # NHWC activations: faster convs on CPU, gradients less exact (see README)
-    progress: bool = True  # progress bar within an epoch, only when stderr is a terminal
-    callbacks: Dict[str, Any] = field(default_factory=dict)  # name -> node with _target_
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    device: str = MISSING  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = MISSING
+    channels_last: bool = MISSING
+    progress: bool = MISSING
+    callbacks: Dict[str, Any] = MISSING  # name -> node with _target_
 
 
 @dataclass
 class BudgetConfig:
-    max_params: Optional[int] = 20000  # None turns the guard off
+    max_params: Optional[int] = MISSING  # None turns the guard off
 
 
 @dataclass
 class ObjectiveConfig:
-    metric: str = "best_test_acc"  # one of mnist_arch.trainer.OBJECTIVES
-    last_k: int = 3  # epochs for min_last_k_test_acc
-    target_acc: float = 99.4  # percent; epoch_reached_target is the first epoch at or above it
+    metric: str = MISSING  # one of mnist_arch.trainer.OBJECTIVES
+    last_k: int = MISSING
+    target_acc: float = MISSING  # percent
 
 
 @dataclass
@@ -128,7 +129,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    seed: int = 1
+    seed: int = MISSING
 
 
 def register_configs() -> None:

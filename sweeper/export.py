@@ -91,16 +91,27 @@ def delta(overrides: List[str], config_dir: Path) -> Tuple[List[Dict[str, Any]],
 
 def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, config_dir: Optional[str] = None,
                  config_name: Optional[str] = None, module: Optional[str] = None) -> str:
-    if not NAME.match(name):
-        raise ExportError(f"--export {name!r}: give a file name (letters, digits, '_', '-', '.'), not a path")
     trial = choose_trial(study, number)
     overrides = trial.user_attrs.get(OVERRIDES_ATTR)
     if overrides is None:
         raise ExportError(f"trial {trial.number} has no stored overrides (not run by the optuna_budget sweeper)")
     recorded = study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) or {}
-    conf = Path(config_dir or recorded.get("config_dir") or "conf")
-    primary = config_name or recorded.get("config_name") or "train"
-    module = module or recorded.get("module")
+    run = recorded.get("command") or "<app>"
+    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or []))
+    size = trial.user_attrs.get("n_params")
+    size = f", {size:,} parameters" if size is not None and "n_params" not in value else ""
+    about = (f"Exported from study {study.study_name!r}, trial {trial.number} "
+             f"({trial.state.name.lower()}{', ' + value if value else ''}{size}).")
+    target = write_experiment(name, overrides, about, run, Path(config_dir or recorded.get("config_dir") or "conf"),
+                              config_name or recorded.get("config_name") or "train", module or recorded.get("module"))
+    return f"wrote {target}: trial {trial.number}; run it with: {run} +experiment={name}"
+
+
+def write_experiment(name: str, overrides: List[str], about: str, run: str, conf: Path, primary: str,
+                     module: Optional[str]) -> Path:
+    """``<conf>/experiment/<name>.yaml`` applying ``overrides`` as a delta; kept only if it composes to their config."""
+    if not NAME.match(name):
+        raise ExportError(f"--export {name!r}: give a file name (letters, digits, '_', '-', '.'), not a path")
     if module:  # the app's module registers its structured configs (schemas) when imported
         try:
             importlib.import_module(module)
@@ -114,21 +125,12 @@ def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, c
     try:
         wanted = compose(str(conf), primary, overrides)
     except Exception as exc:
-        raise ExportError(f"trial {trial.number}'s overrides no longer compose: {one_line(exc)}") from None
+        raise ExportError(f"the overrides no longer compose: {one_line(exc)}") from None
     defaults, values = delta(overrides, conf)
     adds = [d for d in defaults if not next(iter(d)).startswith("override ")]  # Hydra wants overrides last
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [*adds, *(d for d in defaults if d not in adds), "_self_"],
                                                **values}))
-    run = recorded.get("command") or "<app>"
-    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or []))
-    size = trial.user_attrs.get("n_params")
-    header = (
-        "# @package _global_\n"
-        f"# Exported from study {study.study_name!r}, trial {trial.number} ({trial.state.name.lower()}"
-        f"{', ' + value if value else ''}{f', {size:,} parameters' if size is not None and 'n_params' not in value else ''}).\n"
-        f"# Its overrides: {' '.join(overrides)}\n"
-        f"# Run: {run} +experiment={name}\n"
-    )
+    header = f"# @package _global_\n# {about}\n# Its overrides: {' '.join(overrides)}\n# Run: {run} +experiment={name}\n"
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".yaml", dir=target.parent)
     try:
@@ -139,9 +141,9 @@ def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, c
         except Exception as exc:
             raise ExportError(f"the exported file does not compose ({one_line(exc)}); nothing written") from None
         if again != wanted:
-            raise ExportError(f"the exported file does not compose to trial {trial.number}'s config; nothing written")
+            raise ExportError("the exported file does not compose to the trial's config; nothing written")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return f"wrote {target}: trial {trial.number}; run it with: {run} +experiment={name}"
+    return target

@@ -7,15 +7,25 @@ import struct
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torchvision.datasets import MNIST
 
-from mnist_arch.config import AugmentConfig, DataConfig
 from mnist_arch.data import augment, load_mnist
 from mnist_arch.fetch import (
     MNIST_MD5, DataUnavailableError, check_files, ensure_mnist, idx_files_from_pickle, raw_dir, write_idx_from_pickle,
     write_verified,
 )
 from mnist_arch.errors import ConfigError
+
+from .support import compose
+
+
+def data_cfg(**values):
+    """The data node as conf/data/mnist.yaml gives it, with ``values`` changed."""
+    cfg = compose().data
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
 
 
 def synthetic_pickle(n_train=30, n_valid=10, n_test=20, seed=0):
@@ -117,7 +127,7 @@ def test_every_source_failing_gives_one_clear_error(tmp_path):
 @pytest.fixture(scope="session")
 def mnist():
     """The real dataset (fetched into the user's cache on first use)."""
-    return load_mnist(DataConfig())
+    return load_mnist(data_cfg())
 
 
 def test_real_mnist_matches_the_published_facts(mnist):
@@ -132,11 +142,11 @@ def test_real_mnist_matches_the_published_facts(mnist):
 
 
 def test_validation_split_is_carved_from_train_and_stable():
-    a = load_mnist(DataConfig(val_size=5000, test_subset=10))
-    b = load_mnist(DataConfig(val_size=5000, test_subset=10))
+    a = load_mnist(data_cfg(val_size=5000, test_subset=10))
+    b = load_mnist(data_cfg(val_size=5000, test_subset=10))
     assert len(a.train_x) == 55000 and len(a.val_x) == 5000
     assert torch.equal(a.val_y, b.val_y) and torch.equal(a.val_x, b.val_x)
-    full = load_mnist(DataConfig(test_subset=10))
+    full = load_mnist(data_cfg(test_subset=10))
     # every image is in exactly one of the two parts: the label counts add up to the full set's
     assert (a.train_y.bincount() + a.val_y.bincount()).tolist() == full.train_y.bincount().tolist()
 
@@ -144,9 +154,9 @@ def test_validation_split_is_carved_from_train_and_stable():
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        (DataConfig(val_size=60000), "data.val_size=60000 must be >= 0 and below the 60000 training images"),
-        (DataConfig(train_subset=0), "data.train_subset=0 must be between 1 and 60000"),
-        (DataConfig(test_subset=20000), "data.test_subset=20000 must be between 1 and 10000"),
+        (data_cfg(val_size=60000), "data.val_size=60000 must be >= 0 and below the 60000 training images"),
+        (data_cfg(train_subset=0), "data.train_subset=0 must be between 1 and 60000"),
+        (data_cfg(test_subset=20000), "data.test_subset=20000 must be between 1 and 10000"),
     ],
 )
 def test_bad_data_config_is_refused(cfg, message):
@@ -157,19 +167,19 @@ def test_bad_data_config_is_refused(cfg, message):
 
 def test_augmentation_is_batched_reproducible_and_bounded(mnist):
     batch = mnist.train_x[:64]
-    cfg = AugmentConfig()
+    cfg = data_cfg().augment
     one = augment(batch, cfg, torch.Generator().manual_seed(3))
     again = augment(batch, cfg, torch.Generator().manual_seed(3))
     other = augment(batch, cfg, torch.Generator().manual_seed(4))
     assert one.shape == batch.shape
     assert torch.equal(one, again) and not torch.equal(one, other)
     assert one.min() >= batch.min() - 1e-5 and one.max() <= batch.max() + 1e-5  # bilinear: no new extremes
-    identity = augment(batch, AugmentConfig(rotation=0, translate=0, scale=0), torch.Generator().manual_seed(3))
+    identity = augment(batch, data_cfg(**{'augment.rotation': 0, 'augment.translate': 0, 'augment.scale': 0}).augment, torch.Generator().manual_seed(3))
     assert torch.allclose(identity, batch, atol=1e-5)
 
 
 def test_a_process_reuses_the_last_loaded_dataset():
-    first = load_mnist(DataConfig(test_subset=100))
-    assert load_mnist(DataConfig(test_subset=100)) is first  # a sweep worker's next trial: no re-read
-    other = load_mnist(DataConfig(test_subset=200))
+    first = load_mnist(data_cfg(test_subset=100))
+    assert load_mnist(data_cfg(test_subset=100)) is first  # a sweep worker's next trial: no re-read
+    other = load_mnist(data_cfg(test_subset=200))
     assert other is not first and len(other.test_x) == 200
