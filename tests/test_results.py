@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from mnist_arch.model import count_parameters
 from sweeper.export import ExportError, export_trial
-from sweeper.results import main, run, parse_args
+from sweeper.results import ResultsError, main, parse_args, run
 from sweeper.table import summary, trial_rows
 
 from .support import CONF, compose, run_cli
@@ -326,3 +326,24 @@ def test_journal_storage_is_read_too(tmp_path):
     add(study, 7988, TrialState.COMPLETE, "s4", 0.05, {"launched": True, "best_test_acc": 99.1, "seconds": 5.0, "epochs_run": 1})
     rows = rows_of(f"journal://{tmp_path}/sweeps.log")
     assert [(r["trial"], r["state"], r["best_acc"], r["params"]) for r in rows] == [(0, "complete", 99.1, 7988)]
+
+
+def test_a_study_of_another_app_shows_no_mnist_columns_and_every_hyperparameter_in_csv(tmp_path):
+    space = {"x": FloatDistribution(-1, 1), "y": CategoricalDistribution(["a", "b"]), "z": FloatDistribution(0, 1)}
+    url = f"sqlite:///{tmp_path}/other.db"
+    study = optuna.create_study(study_name="sphere", storage=url)  # minimize, no metric names
+    for x, y, value in [(0.5, "a", 0.25), (-0.1, "b", 0.01), (0.9, "a", 0.81)]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": x, "y": y, "z": 0.5}, distributions=space, value=value,
+            intermediate_values={1: value * 2, 2: value}, user_attrs={"launched": True, "sweep_seconds": 1.5}))
+    rows = json.loads(run(parse_args(["--storage", url, "sphere", "--format", "json"])))
+    assert rows[0] == {"rank": 1, "trial": 1, "state": "complete", "objective": 0.01, "x": -0.1, "y": "b", "z": 0.5,
+                       "steps": 2, "seconds": 1.5, "note": None}
+    text = run(parse_args(["--storage", url, "sphere"]))
+    header = text.split("\n\n")[1].splitlines()[0].split()
+    assert header == ["rank", "trial", "state", "objective", "x", "y", "steps", "seconds", "note"]  # z is constant
+    assert "target" not in text and "parameters" not in text and "best: trial 1, 0.01" in text
+    as_csv = list(csv.DictReader(io.StringIO(run(parse_args(["--storage", url, "sphere", "--format", "csv"])))))
+    assert [r["z"] for r in as_csv] == ["0.5"] * 3
+    with pytest.raises(ResultsError, match="--pareto needs the 'best_acc' column, and this study's trials carry none"):
+        run(parse_args(["--storage", url, "sphere", "--pareto"]))

@@ -158,3 +158,15 @@ def test_the_median_pruner_stops_a_trial_below_the_median_after_its_warmup():
     assert not bad.should_prune()  # inside the warm-up
     bad.report(0.1, 3)
     assert bad.should_prune()
+
+
+@pytest.mark.parametrize("group, name", [("sampler", n) for n in sweeper.config.SAMPLERS if n not in ("motpe", "grid")]
+                         + [("pruner", n) for n in sweeper.config.PRUNERS])
+def test_each_schema_lists_every_keyword_of_its_optuna_class(group, name):
+    import inspect
+
+    from hydra.utils import get_method
+
+    cfg = node(group, name)
+    accepted = set(inspect.signature(get_method(cfg._target_)).parameters)
+    assert set(cfg) - {"_target_"} == accepted
