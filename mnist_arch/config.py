@@ -8,12 +8,13 @@ Value ranges (positive epochs, known placement names, ...) are checked where the
 with a one-line :class:`~mnist_arch.errors.ConfigError`.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -138,6 +139,10 @@ def register_configs() -> None:
 
 
 register_configs()
+
+# ${pid:} in conf/train.yaml's run and sweep folders: two runs started in the same second (two
+# seeds side by side) get their own folders.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

@@ -233,10 +233,18 @@ def ensure_mnist(
     missing, corrupt = check_files(raw, expected)
     if not missing and not corrupt:
         return root
+    aside = []
     for name in corrupt:
-        aside = raw / f"{name}.corrupt"
-        os.replace(raw / name, aside)
-        log.warning("%s has the wrong MD5 (corrupted or altered); moved it to %s and fetching it again", raw / name, aside)
+        moved = raw / f"{name}.corrupt"
+        try:
+            os.replace(raw / name, moved)
+        except OSError as exc:
+            raise DataUnavailableError(
+                f"{raw / name} has the wrong MD5 (corrupted or altered) and cannot be moved aside in a folder this "
+                f"process cannot write ({exc.strerror or exc}); replace it by hand or point data.root elsewhere"
+            ) from None
+        aside.append(moved)
+        log.warning("%s has the wrong MD5 (corrupted or altered); moved it to %s and fetching it again", raw / name, moved)
     log.info("MNIST files missing in %s; fetching them", raw)
     tried = []
     for label, fetch in fetchers:
@@ -250,6 +258,9 @@ def ensure_mnist(
         missing, corrupt = check_files(raw, expected)
         if not missing and not corrupt:
             log.info("MNIST fetched with %s into %s", label, raw)
+            for moved in aside:  # the verified file replaces it: the damaged copy is no use
+                moved.unlink(missing_ok=True)
+                log.info("removed the damaged copy %s", moved)
             return root
         tried.append(f"{label} (left files failing the MD5 check: {', '.join(missing + corrupt)})")
     raise DataUnavailableError(

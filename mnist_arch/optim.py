@@ -3,6 +3,7 @@
 Every schedule is stepped once per batch, so one training loop serves them all.
 """
 
+import math
 from typing import Any, Iterable
 
 import torch
@@ -28,11 +29,22 @@ def _adamw(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimi
 OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw}
 
 
+def check_optim(cfg: Any) -> None:
+    """The optimizer's values, before any data is loaded: a bad one is one ConfigError naming it."""
+    lookup(OPTIMIZERS, cfg.name, "optim.name")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"optim.lr={cfg.lr} must be a finite number > 0")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise ConfigError(f"optim.weight_decay={cfg.weight_decay} must be a finite number >= 0")
+    if cfg.name == "sgd" and not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"optim.momentum={cfg.momentum} must be in [0, 1)")
+    if cfg.name in ("adam", "adamw") and not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"optim.betas={list(cfg.betas)} must each be in [0, 1)")
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    make = lookup(OPTIMIZERS, cfg.name, "optim.name")
-    if not cfg.lr > 0:
-        raise ConfigError(f"optim.lr={cfg.lr} must be > 0")
-    return make(params, cfg)
+    check_optim(cfg)
+    return OPTIMIZERS[cfg.name](params, cfg)
 
 
 def _onecycle(opt: torch.optim.Optimizer, cfg: Any, total_steps: int, steps_per_epoch: int) -> lr_scheduler.LRScheduler:

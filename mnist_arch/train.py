@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .config import CONF_DIR, PRIMARY_CONFIG
-from .errors import report_in_one_line
+from .errors import ConfigError, report_in_one_line
 from .trainer import fit
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,20 @@ METRICS_FILE = "metrics.json"
 
 
 def run(cfg: DictConfig) -> Dict[str, Any]:
-    """Train per ``cfg`` with the callbacks it lists, write metrics.json, return the result."""
+    """Train per ``cfg`` with the callbacks it lists, write metrics.json, return the result.
+
+    A run never reuses a folder that holds a finished run: its metrics.json would be overwritten.
+    """
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir) / METRICS_FILE
+    if out.exists():
+        raise ConfigError(f"{out.parent} already holds a finished run ({METRICS_FILE}); give another hydra.run.dir")
     callbacks = [instantiate(node) for node in cfg.trainer.callbacks.values()]
     result = fit(cfg, callbacks)
-    out = Path(HydraConfig.get().runtime.output_dir) / METRICS_FILE
-    out.write_text(json.dumps(result, indent=2))
+    record = {"seed": cfg.seed, "overrides": list(hydra_cfg.overrides.task), **result}
+    tmp = out.with_name(f".{METRICS_FILE}.part")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)  # never half-written
     log.info(
         "best test acc %.2f%% (epoch %d), final %.2f%%, %s parameters, %.0fs; %s = %.4f -> %s",
         result["best_test_acc"], result["best_epoch"], result["final_test_acc"], f"{result['n_params']:,}",

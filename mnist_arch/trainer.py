@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .data import MnistTensors, augment, load_mnist
 from .errors import ConfigError, OverBudgetError
 from .model import build_model, count_parameters
-from .optim import build_optimizer, build_schedule
+from .optim import build_optimizer, build_schedule, check_optim
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"objective.last_k={cfg.objective.last_k} must be >= 1")
     if "val" in cfg.objective.metric and cfg.data.val_size == 0:
         raise ConfigError(f"objective.metric={cfg.objective.metric} needs a validation split: set data.val_size > 0")
+    check_optim(cfg.optim)
     max_params = cfg.budget.max_params
     if max_params is not None and max_params < 1:
         raise ConfigError(f"budget.max_params={max_params} must be a positive number, or null to turn the guard off")

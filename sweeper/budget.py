@@ -22,11 +22,13 @@ BUDGET_KEY = "hydra.sweeper.budget"
 
 @dataclass
 class Verdict:
-    """Why a claimed trial is not launched: over the budget (``rejected``) or unbuildable."""
+    """Why a claimed trial is not launched: over the budget (``rejected``), a repeat of a trained
+    trial (``duplicate``), or unbuildable."""
 
     rejected: bool
     value: Optional[float]
     message: str
+    duplicate: bool = False
 
 
 class BudgetGate:

@@ -17,12 +17,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .budget import BudgetGate, Verdict
 from .errors import SweepError
+from .interrupts import INTERRUPTED_ATTR
 from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
 from .search_space import format_override
 from .storage import claim_lock
-from .trials import ERROR_ATTR, LAUNCHED_ATTR, is_trained
+from .trials import DUPLICATE, ERROR_ATTR, LAUNCHED_ATTR, OVERRIDES_ATTR, is_trained
 
 log = logging.getLogger("sweeper.optuna_sweeper")
+
+
+def _key(params: Dict[str, Any]) -> str:
+    return repr(sorted(params.items()))
 
 
 @dataclass
@@ -44,9 +49,11 @@ class ClaimStep:
     grace_period: float
     retry_stale_trials: bool
     grid_size: Optional[int]
+    space_size: Optional[int]  # distinct points of a discrete search space; None: continuous or custom
     custom_search_space: Optional[Callable[[Any, optuna.Trial], None]]
     config: Any
     _capped_said: bool = False
+    _exhausted_said: bool = False
 
     def __call__(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
                  worker: str) -> Claim:
@@ -60,13 +67,20 @@ class ClaimStep:
             capped = self._check_failures(trials)
             trained = [t for t in trials if is_trained(t)]
             running = any(t.state == TrialState.RUNNING for t in trained)
-            if len(trained) >= self.n_trials or capped or self._grid_done(trials):
+            exhausted = self.space_size is not None and len({_key(t.params) for t in trained}) >= self.space_size
+            if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials):
+                if exhausted and not running and not self._exhausted_said:
+                    log.info("every one of the search space's %d points has been trained: the sweep ends", self.space_size)
+                    self._exhausted_said = True
                 return Claim("wait" if running else "done")
             trial = study.ask(distributions)
             if self.custom_search_space is not None:
                 self.custom_search_space(self.config, trial)
             overrides = [format_override(k, v) for k, v in trial.params.items()]
             overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
+            twin = next((t for t in trained if t.params == trial.params), None)
+            if twin is not None:  # a resumed or concurrent invocation proposed a trained point again
+                return self._skip_duplicate(study, trial, overrides, twin)
             verdict = self.gate.check(trial, overrides)
             if verdict is None:
                 trial.set_user_attr(LAUNCHED_ATTR, True)
@@ -78,6 +92,17 @@ class ClaimStep:
             if not verdict.rejected:
                 self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)
             return Claim("skip", trial, overrides, verdict)
+
+    @staticmethod
+    def _skip_duplicate(study: optuna.Study, trial: optuna.Trial, overrides: List[str], twin: FrozenTrial) -> Claim:
+        """Recorded (FAIL, rejected=duplicate), never launched, not counted; the sampler's RNG moves on."""
+        reason = f"the same parameters as trial {twin.number}"
+        trial.set_user_attr(OVERRIDES_ATTR, overrides)
+        trial.set_user_attr("rejected", DUPLICATE)
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        study.sampler.reseed_rng()
+        return Claim("skip", trial, overrides, Verdict(False, None, reason, duplicate=True))
 
     def _grid_done(self, trials: Sequence[FrozenTrial]) -> bool:
         """A grid sampler's every point has had its trial (run, rejected or failed; not lost to a dead worker)."""
@@ -94,7 +119,8 @@ class ClaimStep:
         failures through but would otherwise ask for new trials forever.
         """
         launched = [t for t in trials if t.user_attrs.get(LAUNCHED_ATTR) and t.state.is_finished()
-                    and not t.user_attrs.get(LOST_WORKER_ATTR)]  # a killed worker is not the trial's failure
+                    and not t.user_attrs.get(LOST_WORKER_ATTR)  # a killed worker is not the trial's failure
+                    and not t.user_attrs.get(INTERRUPTED_ATTR)]  # nor is an interrupt
         failed = [t for t in launched if t.state == TrialState.FAIL]
         if not failed:
             return False

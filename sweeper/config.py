@@ -205,6 +205,7 @@ class OptunaBudgetSweeperConf:
     # ours
     pruner: Any = MISSING
     objectives: Optional[List[str]] = None  # a name per direction: keys of a returned dict, else user attributes
+    metrics: Optional[List[str]] = None  # the names the app reports; given, objectives are checked against it at start
     budget: BudgetConf = field(default_factory=BudgetConf)
     threads_key: Optional[str] = None  # config key the sweeper sets to each job's CPU thread share (app opts in)
     allow_search_space_change: bool = False  # resume a study with a search space other than the one it began with

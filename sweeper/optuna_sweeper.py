@@ -18,7 +18,9 @@ sweep resumes where it stopped when the same command runs again, and n_trials is
 total of trained trials, whatever the number of invocations.
 """
 
+import contextlib
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,38 +38,33 @@ from sqlalchemy.exc import DBAPIError
 
 from .api import ACTIVE_STUDIES, study_name
 from .budget import BudgetGate
+from .checks import check_objectives, check_settings
 from .claim import ClaimStep
-from .config import STORAGE_ENV
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
-from .liveness import heartbeat
+from .interrupts import INTERRUPTED_ATTR, Interrupted, exit_code, ignore_interrupts, interruptible
+from .liveness import heartbeat, mark_failed
 from .locate import locate_callable
 from .outcome import job_outcome
 from .samplers import grid_size, make_pruner, make_sampler
-from .search_space import SearchSpaceError, distribution_from_config, search_space_from_overrides
+from .search_space import SearchSpaceError, space_size, sweep_space
 from .storage import (
-    StorageError, check_search_space, check_url, claim_lock, has_password, load_or_create_study, local_file, masked,
-    open_storage, retry_transient,
+    StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
+    refuse_written_password, retry_transient, scrubbed,
 )
 from .summary_lines import log_header, log_trial, write_results
-from .trials import ERROR_ATTR, budget_constraint
-from .workers import job_threads, start_workers, worker_index
+from .trials import ERROR_ATTR, budget_constraint, is_trained
+from .workers import job_overrides, start_workers, stop_workers, worker_index
 
 log = logging.getLogger(__name__)
 
-RANGES = {  # key -> (test, allowed range in words)
-    "n_trials": (lambda v: v >= 1, ">= 1"), "n_jobs": (lambda v: v >= 1, ">= 1"),
-    "max_failure_rate": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
-    "max_rejected_streak": (lambda v: v >= 1, ">= 1"), "heartbeat_interval": (lambda v: v > 0, "> 0"),
-    "storage_patience": (lambda v: v >= 0, ">= 0"),
-}
 
 
 class OptunaBudgetSweeper:
     def __init__(self, sampler: DictConfig, pruner: DictConfig, direction: Any, storage: Optional[str],
                  study_name: Optional[str], n_trials: int, n_jobs: int, max_failure_rate: float,
                  search_space: Optional[DictConfig], params: Optional[DictConfig], custom_search_space: Optional[str],
-                 objectives: Optional[List[str]], budget: DictConfig, threads_key: Optional[str],
+                 objectives: Optional[List[str]], metrics: Optional[List[str]], budget: DictConfig, threads_key: Optional[str],
                  allow_search_space_change: bool, max_rejected_streak: int, heartbeat_interval: int,
                  grace_period: int, retry_stale_trials: bool, threads_per_job: Optional[int],
                  storage_patience: int) -> None:
@@ -77,21 +74,11 @@ class OptunaBudgetSweeper:
         for d in self.directions:
             if d not in ("maximize", "minimize"):
                 raise SweepError(f"hydra.sweeper.direction={d!r} is not one of: maximize, minimize")
-        values = dict(n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
-                      max_rejected_streak=max_rejected_streak, heartbeat_interval=heartbeat_interval,
-                      storage_patience=storage_patience)
-        for key, (ok, allowed) in RANGES.items():
-            if not ok(values[key]):
-                raise SweepError(f"hydra.sweeper.{key}={values[key]} is out of range: it must be {allowed}")
-        if grace_period <= heartbeat_interval:
-            raise SweepError(f"hydra.sweeper.grace_period={grace_period} must be more than "
-                             f"heartbeat_interval={heartbeat_interval}")
-        if study_name is not None and not str(study_name).strip():
-            raise SweepError("hydra.sweeper.study_name is empty; give a name, or null for the app's job name")
+        check_settings(dict(n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
+                            max_rejected_streak=max_rejected_streak, heartbeat_interval=heartbeat_interval,
+                            storage_patience=storage_patience, grace_period=grace_period, study_name=study_name))
         self.objectives = [str(o) for o in objectives] if objectives else None
-        if self.objectives is not None and len(self.objectives) != len(self.directions):
-            raise SweepError(f"hydra.sweeper.objectives has {len(self.objectives)} names for "
-                             f"{len(self.directions)} directions ({'/'.join(self.directions)})")
+        check_objectives(self.objectives, metrics, self.directions)
         try:
             check_url(storage)
         except StorageError as exc:
@@ -122,12 +109,10 @@ class OptunaBudgetSweeper:
             except Exception as exc:
                 raise SweepError(f"hydra.sweeper.custom_search_space={self.custom_search_space_path!r} cannot be "
                                  f"imported: {one_line(exc)}") from None
-        raw = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("storage")
-        if isinstance(raw, str) and "${" not in raw and has_password(raw):
-            raise SweepError(
-                f"hydra.sweeper.storage={masked(raw)!r} holds a password, and Hydra writes the command line and "
-                f"config to disk: put the URL in ${STORAGE_ENV} (or the password in PGPASSWORD / ~/.pgpass) instead"
-            )
+        try:  # as written, before interpolation: a URL from the environment is not written to disk
+            refuse_written_password(OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("storage"))
+        except StorageError as exc:
+            raise SweepError(str(exc)) from None
         self.study_name = study_name(self.configured_study_name, config.hydra.job.name)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -143,34 +128,28 @@ class OptunaBudgetSweeper:
     # ----------------------------------------------------------------- set-up of the study
 
     def _search_space(self, arguments: List[str]):
-        params = [f"{k}={v}" for k, v in (self.params or {}).items()]
         try:
-            distributions, fixed = search_space_from_overrides(params + list(arguments))
-            if self.search_space_cfg:
-                warnings.warn("hydra.sweeper.search_space is deprecated (as in hydra-optuna-sweeper): use "
-                              "hydra.sweeper.params with the override grammar", UserWarning, stacklevel=1)
-                log.warning("hydra.sweeper.search_space is deprecated: use hydra.sweeper.params")
-                for name, node in OmegaConf.to_container(self.search_space_cfg, resolve=True).items():
-                    distributions.setdefault(name, distribution_from_config(name, node))
+            distributions, fixed = sweep_space(self.params, self.search_space_cfg, arguments)
         except (SearchSpaceError, OverrideParseException) as exc:
             raise SweepError(f"search space: {squashed(exc)}") from None
         if not distributions and self.custom_search_space is None:
-            raise SweepError(
-                "the search space is empty: give hydra.sweeper.params or sweep overrides such as "
-                "'x=interval(0.01,0.2)'"
-            )
+            raise SweepError("the search space is empty: give hydra.sweeper.params or sweep overrides such as "
+                             "'x=interval(0.01,0.2)'")
         return distributions, fixed
 
     def _open_study(self, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
         constraints = budget_constraint if self.gate.active and not hasattr(optuna.trial.Trial, "set_constraint") else None
-        sampler = make_sampler(self.sampler_cfg, distributions, worker_index() or 0, constraints)
         pruner = make_pruner(self.pruner_cfg)
-        self.grid_size = grid_size(sampler)
         try:
             with claim_lock(self.storage_url):  # processes starting together create tables once
                 storage = open_storage(self.storage_url)
-                study = load_or_create_study(storage, self.study_name, self.directions, sampler, pruner)
+                study = load_or_create_study(storage, self.study_name, self.directions, None, pruner)
                 check_search_space(study, distributions, self.allow_search_space_change)
+                # The seed moves on with the study, so a resumed or second invocation does not propose
+                # the first one's points again; a new study keeps the configured seed (reproducible).
+                offset = len(study.get_trials(deepcopy=False)) + (worker_index() or 0)
+                study.sampler = make_sampler(self.sampler_cfg, distributions, offset, constraints)
+                self.grid_size = grid_size(study.sampler)
                 record_app_config(study, self.config, self.task_module)
                 if self.objectives and not study.metric_names:
                     with warnings.catch_warnings():
@@ -180,7 +159,7 @@ class OptunaBudgetSweeper:
             raise SweepError(str(exc)) from None
         except DBAPIError as exc:  # unreachable at start: fail in seconds, do not wait
             raise SweepError(f"storage={masked(self.storage_url)!r} cannot be reached: "
-                             f"{squashed(exc.orig, 200)}") from None
+                             f"{scrubbed(squashed(exc.orig, 200), self.storage_url)}") from None
         return study
 
     # ----------------------------------------------------------------- the sweep
@@ -198,20 +177,18 @@ class OptunaBudgetSweeper:
         if worker is None:
             log_header(self, study, distributions, fixed, local_file(self.storage_url))
         workers = [] if worker is not None else start_workers(self.n_jobs, sweep_dir)
-        failed = False
+        self._running: Optional[optuna.Trial] = None
         try:
-            self._work(study, distributions, fixed, str(worker or 0))
-        except StorageError as exc:
-            failed = True
-            raise SweepError(str(exc)) from None
-        except BaseException:
-            failed = True
+            with interruptible():
+                self._work(study, distributions, fixed, str(worker or 0))
+        except (KeyboardInterrupt, Interrupted) as exc:
+            self._interrupted(study, workers, worker, exc)
+        except BaseException as exc:
+            stop_workers(workers)
+            if isinstance(exc, StorageError):
+                raise SweepError(str(exc)) from None
             raise
-        finally:
-            for proc in workers:
-                if failed and proc.poll() is None:
-                    proc.terminate()
-            codes = [proc.wait() for proc in workers]
+        codes = [proc.wait() for proc in workers]
         ACTIVE_STUDIES.pop((self.storage_url, self.study_name), None)
         if worker is None:
             if any(codes):
@@ -219,10 +196,24 @@ class OptunaBudgetSweeper:
             write_results(self, study, sweep_dir)
         return None
 
+    def _interrupted(self, study: optuna.Study, workers: List[Any], worker: Optional[int], exc: BaseException) -> None:
+        """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""
+        ignore_interrupts()  # the rest is quick; a second signal (Ctrl-C twice, SIGTERM after it) must not cut it short
+        with contextlib.suppress(KeyboardInterrupt, Interrupted):
+            if self._running is not None:
+                frozen = study._storage.get_trial(self._running._trial_id)
+                mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True})
+            stop_workers(workers)
+            if worker is None:
+                kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
+                sys.stderr.write(f"interrupted: {kept} trained trials kept; the same command resumes\n")
+        sys.exit(exit_code(exc))
+
     def _work(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
               worker: str) -> None:
+        size = space_size(distributions) if self.custom_search_space is None else None
         claim_next = ClaimStep(self.storage_url, self.gate, self.n_trials, self.max_failure_rate, self.grace_period,
-                               self.retry_stale_trials, self.grid_size, self.custom_search_space, self.config)
+                               self.retry_stale_trials, self.grid_size, size, self.custom_search_space, self.config)
         streak, smallest_rejected = 0, None
         while True:
             claim = retry_transient(lambda: claim_next(study, distributions, fixed, worker),
@@ -234,35 +225,30 @@ class OptunaBudgetSweeper:
                 continue
             if claim.action == "run":
                 streak = 0
+                self._running = claim.trial
                 self._run_trial(study, claim.trial, claim.overrides)
+                self._running = None
                 continue
             verdict = claim.verdict
-            log.info("trial %d %s: %s", claim.trial.number, "rejected" if verdict.rejected else "FAILED (not launched)",
-                     verdict.message)
+            said = "rejected" if verdict.rejected else "skipped" if verdict.duplicate else "FAILED (not launched)"
+            log.info("trial %d %s: %s", claim.trial.number, said, verdict.message)
             streak += 1
             if verdict.rejected:
                 smallest_rejected = min(verdict.value, smallest_rejected or verdict.value)
             if streak >= self.max_rejected_streak:
                 smallest = f"{smallest_rejected:,}" if smallest_rejected is not None else "none"
                 raise SweepError(
-                    f"the last {streak} trials were all over budget or unbuildable (smallest over-budget "
+                    f"the last {streak} trials were all over budget, unbuildable or repeats (smallest over-budget "
                     f"{self.gate.name}: {smallest}): the search space seems to be over budget; narrow it or raise "
                     "hydra.sweeper.budget.max"
                 )
-
-    def _job_overrides(self, overrides: List[str]) -> List[str]:
-        """The trial's overrides plus, where the app opted in (threads_key), its CPU thread share."""
-        job = list(overrides)
-        key = self.threads_key
-        if key and not any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides):
-            job.append(f"++{key}={job_threads(self.threads_per_job, self.n_jobs)}")
-        return job
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial, overrides: List[str]) -> None:
         started = time.perf_counter()
         try:
             with heartbeat(study, trial._trial_id, self.heartbeat_interval):
-                ret = self.launcher.launch([self._job_overrides(overrides)], initial_job_idx=trial.number)[0]
+                job = job_overrides(overrides, self.threads_key, self.threads_per_job, self.n_jobs)
+                ret = self.launcher.launch([job], initial_job_idx=trial.number)[0]
         except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
             message = f"cannot write the job's output folder under {self.config.hydra.sweep.dir}: {exc.strerror or exc}"
 

@@ -186,7 +186,13 @@ def run(args: argparse.Namespace) -> str:
     if args.plots:
         from .plots import write_plots
 
-        written = write_plots(study, trial_rows(study), Path(args.plots), args.acc)
+        target = Path(args.plots)
+        if target.exists() and not target.is_dir():
+            raise ResultsError(f"--plots {target}: a file is there; give a folder")
+        try:
+            written = write_plots(study, trial_rows(study), target, args.acc)
+        except OSError as exc:
+            raise ResultsError(f"--plots {target}: cannot write there ({exc.strerror or exc})") from None
         out.append("wrote " + ", ".join(str(p) for p in written))
     if args.format == "text":
         out.append(format_summary(summary(study)))

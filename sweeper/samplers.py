@@ -65,12 +65,13 @@ def _build(node: DictConfig, what: str, extra: Dict[str, Any]) -> Any:
         raise SweepError(f"hydra.sweeper.{what} ({target_name}) cannot be made: {one_line(exc)}") from None
 
 
-def make_sampler(node: DictConfig, distributions: Dict[str, BaseDistribution], worker: int,
+def make_sampler(node: DictConfig, distributions: Dict[str, BaseDistribution], offset: int,
                  constraints_func: Optional[Callable] = None) -> optuna.samplers.BaseSampler:
-    """The sampler; worker processes past the first add their index to its seed (else they propose alike)."""
+    """The sampler, its seed moved on by ``offset`` (the study's trials so far plus the worker's index),
+    so that processes and invocations do not propose alike."""
     node = node.copy()
-    if node.get("seed") is not None and worker:
-        node.seed = node.seed + worker
+    if node.get("seed") is not None and offset:
+        node.seed = node.seed + offset
     extra: Dict[str, Any] = {}
     if str(node.get("_target_", "")).endswith("GridSampler"):
         try:

@@ -14,14 +14,20 @@ hydra-optuna-sweeper's deprecated ``search_space`` form ({name: {type, low, high
 choices}}) is read by ``distribution_from_config``.
 """
 
+import logging
 import math
-from typing import Any, Dict, List, Tuple
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from omegaconf import OmegaConf
+
 from .errors import squashed
+
+log = logging.getLogger("sweeper.optuna_sweeper")
 
 
 class SearchSpaceError(ValueError):
@@ -137,6 +143,15 @@ def grid_choices(distributions: Dict[str, BaseDistribution]) -> Dict[str, List[A
     return grid
 
 
+def space_size(distributions: Dict[str, BaseDistribution]) -> Optional[int]:
+    """How many distinct points a search space has; None when it is continuous."""
+    try:
+        grid = grid_choices(distributions)
+    except SearchSpaceError:
+        return None
+    return math.prod(len(values) for values in grid.values())
+
+
 def format_override(name: str, value: Any) -> str:
     """``name=value`` that Hydra parses back to the same value."""
     if value is None:
@@ -144,3 +159,19 @@ def format_override(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return f"{name}={'true' if value else 'false'}"
     return f"{name}={value}"
+
+
+def sweep_space(params: Optional[Mapping[str, str]], search_space: Optional[Any],
+                arguments: List[str]) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
+    """A sweep's distributions and fixed values: ``hydra.sweeper.params``, then the command line's
+    sweep overrides (later entries win), then the deprecated ``search_space`` entries not given otherwise."""
+    entries = [f"{k}={v}" for k, v in (params or {}).items()]
+    distributions, fixed = search_space_from_overrides(entries + list(arguments))
+    if search_space:
+        warnings.warn("hydra.sweeper.search_space is deprecated (as in hydra-optuna-sweeper): use "
+                      "hydra.sweeper.params with the override grammar", UserWarning, stacklevel=2)
+        log.warning("hydra.sweeper.search_space is deprecated: use hydra.sweeper.params")
+        nodes = OmegaConf.to_container(search_space, resolve=True) if OmegaConf.is_config(search_space) else search_space
+        for name, node in nodes.items():
+            distributions.setdefault(name, distribution_from_config(name, node))
+    return distributions, fixed

@@ -77,9 +77,10 @@ def masked(url: Optional[str]) -> str:
     if url.startswith(JOURNAL_PREFIX):
         return url
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)  # not a URL, but may still hold a password
+        shown = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)  # not a URL, but may still hold a password
+    return PASSWORD_QUERY.sub(r"\1***", shown)
 
 
 def not_a_url(url: str) -> str:
@@ -97,20 +98,54 @@ def check_url(url: Optional[str]) -> None:
     if url is None or url.startswith(JOURNAL_PREFIX):
         return
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        parsed.get_dialect()
     except NoSuchModuleError:
         raise StorageError(unknown_scheme(url)) from None
     except Exception:
         raise StorageError(not_a_url(url)) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.host:
+        raise StorageError(f"storage={masked(url)!r} names a host; a SQLite file takes three slashes: "
+                           f"sqlite:///{parsed.host}{'/' + parsed.database if parsed.database else ''} (relative) "
+                           "or sqlite:////absolute/path.db")
+
+
+PASSWORD_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
 
 
 def has_password(url: str) -> bool:
+    """A password in the user part (user:pw@host) or in the query (?password=...)."""
     if url.startswith(JOURNAL_PREFIX):
         return False
+    if PASSWORD_QUERY.search(url):
+        return True
     try:
         return bool(make_url(url).password)
     except Exception:
-        return False
+        return bool(re.search(r"//[^/@]*:[^/@]*@", url))
+
+
+def scrubbed(text: str, url: Optional[str]) -> str:
+    """``text`` (say a driver's error message) with the password of ``url`` replaced by ***."""
+    secrets = [m.group(0).split("=", 1)[1] for m in PASSWORD_QUERY.finditer(url or "")]
+    try:
+        secrets.append(make_url(url).password or "")
+    except Exception:
+        pass
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
+
+
+def refuse_written_password(raw: object) -> None:
+    """A storage URL as written in a config or command line (Hydra saves both to disk) must hold no password."""
+    if isinstance(raw, str) and "${" not in raw and has_password(raw):
+        from .config import STORAGE_ENV
+
+        raise StorageError(
+            f"hydra.sweeper.storage={masked(raw)!r} holds a password, and Hydra writes the command line and "
+            f"config to disk: put the URL in ${STORAGE_ENV} (or the password in PGPASSWORD / ~/.pgpass) instead"
+        )
 
 
 def local_file(url: Optional[str]) -> Optional[Path]:
@@ -142,13 +177,20 @@ def _rdb(url: str, shown: str, **kwargs) -> RDBStorage:
         raise StorageError(f"storage={masked(shown)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
 
 
+def make_folder(folder: Path, url: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"storage={masked(url)!r}: its folder {folder} cannot be created ({exc.strerror or exc})") from None
+
+
 def open_storage(url: Optional[str]) -> BaseStorage:
     """An Optuna storage for ``url``; the folder of a SQLite or journal file is created."""
     if url is None:
         return InMemoryStorage()
     path = local_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, url)
     if url.startswith(JOURNAL_PREFIX):
         return _journal(path)
     try:
@@ -172,12 +214,50 @@ def open_storage(url: Optional[str]) -> BaseStorage:
         raise StorageError(f"storage={masked(shown)!r} cannot be opened: {message}") from None
 
 
+def _looks_like_journal(path: Path) -> bool:
+    """An empty file, or one whose first line is a JSON record with an op_code (Optuna's journal format)."""
+    import json
+
+    with open(path, "rb") as f:
+        first = f.readline().strip()
+    if not first:
+        return True
+    try:
+        return "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        return False
+
+
+def _require_optuna_tables(url: str, shown: str) -> None:
+    """A database that holds no Optuna tables is no sweep database: say so, rather than Optuna's commit error."""
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": 10} if make_url(url).get_backend_name() == "postgresql" else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+        with engine.connect() as conn:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+        engine.dispose()
+    except ImportError as exc:
+        raise StorageError(f"storage={masked(shown)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+    except DBAPIError as exc:
+        text = squashed(exc.orig, 200)
+        if "file is not a database" in text:
+            return  # said below, with the file's name
+        raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
+    if not {"studies", "trials"} <= tables:
+        raise StorageError(f"{masked(shown)} holds no sweep: it has no Optuna tables (an empty database, or "
+                           "another program's)")
+
+
 def open_storage_readonly(url: str) -> BaseStorage:
     """The storage behind ``url``, opened without creating, upgrading or writing anything."""
     path = local_file(url)
     if path is not None and not path.is_file():
         raise StorageError(f"no sweep database at {path} ({masked(url)}); run a sweep first or pass --storage")
     if url.startswith(JOURNAL_PREFIX):
+        if not _looks_like_journal(path):
+            raise StorageError(f"{path} is not an Optuna journal: its first line is not a journal record")
         try:
             return _journal(path)
         except Exception as exc:
@@ -189,6 +269,7 @@ def open_storage_readonly(url: str) -> BaseStorage:
             if f.read(16) != b"SQLite format 3\x00":
                 raise StorageError(f"{path} is not a readable SQLite database (corrupted, or not a sweep database)")
         url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    _require_optuna_tables(url, shown)
     try:
         return _rdb(url, shown, skip_table_creation=True)
     except StorageError:
@@ -224,11 +305,16 @@ def claim_lock(url: Optional[str]) -> Iterator[None]:
         return
     path = local_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         # One per database (creating its tables is serialized too). Not "<file>.lock": Optuna's
         # journal backend creates and deletes that name as its own lock.
         lock_path = path.with_name(path.name + ".claim-lock")
-        with open(lock_path, "a") as f:
+        make_folder(path.parent, url)
+        try:
+            f = open(lock_path, "a")
+        except OSError as exc:
+            raise StorageError(f"storage={masked(url)!r}: cannot write {lock_path.name} beside the database "
+                               f"({exc.strerror or exc}); the folder must be writable") from None
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

@@ -9,6 +9,7 @@ from typing import Tuple
 from optuna.trial import FrozenTrial, TrialState
 
 REJECTED = "over_budget"  # value of the "rejected" user attribute of a trial over the budget
+DUPLICATE = "duplicate"  # ... of a trial that repeated a trained trial's parameters (never launched)
 LAUNCHED_ATTR = "launched"  # set when a trial is claimed to be trained; never on rejected ones
 OVERRIDES_ATTR = "overrides"  # the Hydra overrides of the trial (searched values and the sweep's fixed ones)
 ERROR_ATTR = "error"

@@ -1,6 +1,8 @@
 """The worker processes of ``n_jobs``: the same command again, each a worker on the same study."""
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from typing import List, Optional
@@ -32,10 +34,33 @@ def start_workers(n_jobs: int, sweep_dir: str) -> List[subprocess.Popen]:
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
         cmd = [sys.executable, *sys.orig_argv[1:], f"hydra.sweep.dir={sweep_dir}"]
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_end_with_parent))
     if gpus > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = "0"
     return procs
+
+
+def _end_with_parent() -> None:
+    """In a worker, before it runs: SIGTERM when the process that started it dies (Linux), so none is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def stop_workers(procs: List[subprocess.Popen], timeout: float = 60.0) -> List[int]:
+    """Ask the workers to stop (SIGTERM: each records its running trial as interrupted) and wait for them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(proc.wait())
+    return codes
 
 
 def job_threads(threads_per_job: Optional[int], n_jobs: int) -> int:
@@ -43,3 +68,11 @@ def job_threads(threads_per_job: Optional[int], n_jobs: int) -> int:
     if threads_per_job is not None:
         return threads_per_job
     return max(1, (os.cpu_count() or 1) // n_jobs)
+
+
+def job_overrides(overrides: List[str], threads_key: Optional[str], threads_per_job: Optional[int], n_jobs: int) -> List[str]:
+    """A trial's overrides plus, where the app opted in (``threads_key``), its CPU thread share."""
+    job = list(overrides)
+    if threads_key and not any(o.split("=", 1)[0].lstrip("+~") == threads_key for o in overrides):
+        job.append(f"++{threads_key}={job_threads(threads_per_job, n_jobs)}")
+    return job

@@ -83,7 +83,7 @@ def test_unpickler_refuses_anything_but_arrays():
         idx_files_from_pickle(gzip.compress(pickle.dumps(((Evil(), 1), (2, 3), (4, 5)), protocol=2)))
 
 
-def test_corrupted_file_is_detected_moved_aside_and_fetched_again(tmp_path):
+def test_corrupted_file_is_detected_moved_aside_fetched_again_and_the_damaged_copy_removed(tmp_path, caplog):
     data, _ = synthetic_pickle()
     raw = raw_dir(tmp_path)
     write_idx_from_pickle(data, raw, expected=None)
@@ -94,16 +94,35 @@ def test_corrupted_file_is_detected_moved_aside_and_fetched_again(tmp_path):
     victim.write_bytes(bytes(damaged))
     assert check_files(raw, expected) == ([], ["train-labels-idx1-ubyte"])
 
-    fetched = []
+    fetched, aside_while_fetching = [], []
 
     def refetch(directory):
         fetched.append(directory)
+        aside_while_fetching.append((raw / "train-labels-idx1-ubyte.corrupt").read_bytes())
         write_idx_from_pickle(data, directory, expected=expected)
 
-    ensure_mnist(tmp_path, fetchers=[("synthetic", refetch)], expected=expected)
-    assert fetched == [raw]
+    with caplog.at_level("INFO", logger="mnist_arch.fetch"):
+        ensure_mnist(tmp_path, fetchers=[("synthetic", refetch)], expected=expected)
+    assert fetched == [raw] and aside_while_fetching == [bytes(damaged)]  # moved aside, never used
     assert check_files(raw, expected) == ([], [])
-    assert (raw / "train-labels-idx1-ubyte.corrupt").read_bytes() == bytes(damaged)
+    assert not (raw / "train-labels-idx1-ubyte.corrupt").exists()
+    assert f"removed the damaged copy {raw / 'train-labels-idx1-ubyte.corrupt'}" in caplog.text
+
+
+def test_a_corrupted_file_in_a_folder_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypatch):
+    data, _ = synthetic_pickle()
+    raw = raw_dir(tmp_path)
+    write_idx_from_pickle(data, raw, expected=None)
+    expected = sums_of(raw)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"truncated")
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(DataUnavailableError, match="cannot be moved aside in a folder this process cannot write "
+                                                   r"\(Permission denied\); replace it by hand"):
+        ensure_mnist(tmp_path, fetchers=[], expected=expected)
 
 
 def test_every_source_failing_gives_one_clear_error(tmp_path):

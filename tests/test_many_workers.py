@@ -80,7 +80,11 @@ def test_real_sweep_on_postgres_with_three_workers_keeps_the_password_off_disk(p
         assert PASSWORD not in out
         assert "postgresql://postgres:***@127.0.0.1" in out  # the storage line, masked
     trials = trials_of(url, study)
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 and len(trials) == 4
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len({t.params["optim.lr"] for t in complete}) == 4
+    # three invocations with one seed propose alike at first: a repeat is recorded, never trained
+    assert all(t.user_attrs["rejected"] == "duplicate" and "launched" not in t.user_attrs
+               for t in trials if t.state != TrialState.COMPLETE)
     # nothing the sweep wrote holds the password: outputs, Hydra's config snapshots, logs
     written = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert any(p.name == "hydra.yaml" for p in written) and any(p.name == "metrics.json" for p in written)
@@ -94,12 +98,29 @@ def test_real_sweep_on_postgres_with_three_workers_keeps_the_password_off_disk(p
     assert "4 complete" in proc.stdout and PASSWORD not in proc.stdout + proc.stderr
 
 
-def test_a_password_on_the_command_line_is_refused(tmp_path):
-    proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)",
-                    f"hydra.sweeper.storage=postgresql://u:{PASSWORD}@127.0.0.1:1/db"], cwd=tmp_path)
+@pytest.mark.parametrize("url", [f"postgresql://u:{PASSWORD}@127.0.0.1:1/db",
+                                 f"postgresql://u@127.0.0.1:1/db?password={PASSWORD}",
+                                 f"postgresql://u@127.0.0.1:1/db?sslmode=disable&password={PASSWORD}"])
+def test_a_password_on_the_command_line_is_refused(tmp_path, url):
+    proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", f"hydra.sweeper.storage='{url}'"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "holds a password" in proc.stderr and "MNIST_SWEEP_STORAGE" in proc.stderr
     assert PASSWORD not in proc.stderr + proc.stdout
+    assert not list(tmp_path.rglob("*.yaml"))  # nothing written to disk before the refusal holds it
+
+
+@pytest.mark.postgres
+def test_results_on_an_empty_postgres_database_say_it_holds_no_sweep(postgres, tmp_path):
+    import subprocess as sp
+
+    from .pg_server import USER, _binary
+
+    sp.run([_binary("createdb"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", USER, "empty"], check=True)
+    url = postgres.url().rsplit("/", 1)[0] + "/empty"
+    proc = run_cli(["sweeper.results", "--storage", url], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"mnist-results: {url} holds no sweep: it has no Optuna tables (an empty database, " \
+                                  "or another program's)"
 
 
 def wait_for(predicate, timeout=120.0):

@@ -288,11 +288,25 @@ def error_line(argv, capsys) -> str:
         (lambda p, u: ["--storage", u, "known", "--export", "x", "--trial", "99"], "--trial 99: no such trial"),
         (lambda p, u: ["--storage", u, "known", "--trial", "3"], "--trial picks the trial --export writes"),
         (lambda p, u: ["--storage", u, "known", "--top", "-1"], "--top -1: give a number of rows, 1 or more"),
+        (lambda p, u: ["--storage", u, "known", "--plots", str(p / "sweeps.db")], "a file is there; give a folder"),
+        (lambda p, u: ["--storage", u, "known", "--plots", "/proc/plots"], "--plots /proc/plots: cannot write there"),
+        (lambda p, u: ["--storage", u, "known", "--export", "../../etc/x"], "--export '../../etc/x': give a file name"),
     ],
 )
 def test_errors_are_one_line_with_nonzero_exit(db, make_args, message, capsys):
     tmp_path, url = db
     assert message in error_line(make_args(tmp_path, url), capsys)
+
+
+def test_databases_that_hold_no_sweep_are_named_as_such(tmp_path, capsys):
+    con = sqlite3.connect(tmp_path / "other.db")
+    con.execute("CREATE TABLE notes (x)")
+    con.commit()
+    con.close()
+    assert "holds no sweep: it has no Optuna tables" in error_line(["--storage", f"sqlite:///{tmp_path}/other.db"], capsys)
+    (tmp_path / "garbage.log").write_text("not a journal\n")
+    line = error_line(["--storage", f"journal://{tmp_path}/garbage.log", "x"], capsys)
+    assert "garbage.log is not an Optuna journal: its first line is not a journal record" in line
 
 
 def test_corrupted_database_is_reported(tmp_path, capsys):

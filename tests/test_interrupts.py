@@ -1,0 +1,149 @@
+"""Interrupts, resumes and runs side by side lose nothing and repeat nothing (real processes, real signals).
+
+Each test waits for conditions (trials RUNNING in the database, processes gone), never for a
+fixed time, so it holds on a busy machine.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.storage import open_storage
+
+from .support import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def wait_for(what: str, predicate, timeout: float = 120.0):
+    """Poll ``predicate`` until it is true; a predicate that raises is a bug and is reported as one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def toy_args(tmp_path, study, *extra):
+    return ["tests.toy_app.app", "-m", "x=range(0,1000)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+            f"hydra.sweeper.study_name={study}", f"hydra.sweep.dir={tmp_path}/sweep", *extra]
+
+
+def trials(tmp_path, study):
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{tmp_path}/sweeps.db")).get_trials()
+    except KeyError:  # not created yet
+        return []
+
+
+def start(args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def processes_with(marker: str):
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def running_launched(tmp_path, study, n):
+    return sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("launched")) for t in trials(tmp_path, study)) >= n
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_sweep_records_its_trials_and_leaves_no_worker(tmp_path, sig, code):
+    study = f"intr-{sig.name}-{tmp_path.name}"
+    settings = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.grace_period=600"]
+    proc = start(toy_args(tmp_path, study, "sleep=300", *settings), tmp_path)
+    try:
+        wait_for("both workers' trials to run", lambda: running_launched(tmp_path, study, 2))
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # Ctrl-C: the whole process group
+        else:
+            os.kill(proc.pid, sig)  # SIGTERM to the main process only: its worker must not outlive it
+        out, err = proc.communicate(timeout=120)
+    except BaseException:
+        for pid in processes_with(str(tmp_path)):  # a failed test leaves nothing running
+            os.kill(pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == code
+    lines = [line for line in (out + err).splitlines() if line.startswith("interrupted")]
+    assert lines == ["interrupted: 0 trained trials kept; the same command resumes"]
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    wait_for("the worker process to end", lambda: not processes_with(str(tmp_path)), timeout=60)
+    recorded = trials(tmp_path, study)
+    assert len(recorded) == 2
+    assert all(t.state == TrialState.FAIL and t.user_attrs["error"] == "interrupted" for t in recorded)
+
+    # the same command resumes at once: nothing waits for a grace period, nothing interrupted counts
+    started = time.monotonic()
+    again = run_cli(toy_args(tmp_path, study, "sleep=0", *settings), cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "0 of 4 trained trials done" in again.stdout + again.stderr
+    assert time.monotonic() - started < 120  # well under the 600 s grace period
+    done = [t for t in trials(tmp_path, study) if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+
+
+def test_a_resumed_sweep_never_trains_a_point_again(tmp_path):
+    study = f"resume-{tmp_path.name}"
+    for n in (3, 6, 9):  # the documented resume: the same command, a larger n_trials
+        proc = run_cli(toy_args(tmp_path, study, f"hydra.sweeper.n_trials={n}"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    complete = [t for t in trials(tmp_path, study) if t.state == TrialState.COMPLETE]
+    assert len(complete) == 9 and len({t.params["x"] for t in complete}) == 9
+
+
+def test_two_copies_of_a_command_train_distinct_points(tmp_path):
+    study = f"copies-{tmp_path.name}"
+    procs = [start(toy_args(tmp_path, study, "sleep=0.2", "hydra.sweeper.n_trials=8"), tmp_path) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    recorded = trials(tmp_path, study)
+    complete = [t for t in recorded if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8 and len({t.params["x"] for t in complete}) == 8
+    for t in recorded:  # a repeat the seeds proposed is recorded as such, never trained
+        if t.state != TrialState.COMPLETE:
+            assert t.user_attrs["rejected"] == "duplicate" and "launched" not in t.user_attrs
+
+
+def test_a_discrete_space_ends_when_every_point_is_trained(tmp_path):
+    proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db",
+                    f"hydra.sweep.dir={tmp_path}/sweep", "hydra.sweeper.n_trials=20"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "every one of the search space's 3 points has been trained: the sweep ends" in proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="toy", storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
+    assert sorted(t.params["x"] for t in study.get_trials()) == [0, 1, 2]
+
+
+def test_runs_started_together_keep_their_own_folders_and_name_their_seed(tmp_path):
+    small = ["trainer.epochs=1", "data.train_subset=300", "data.test_subset=100", "trainer.progress=false"]
+    procs = [start(["mnist_arch.train", *small, f"seed={seed}"], tmp_path) for seed in (1, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    runs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 2
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    assert sorted(m["seed"] for m in metrics) == [1, 2]
+    for m in metrics:
+        assert m["overrides"] == [*small, f"seed={m['seed']}"]
+    for run in runs:  # each log holds its own run only
+        assert (run / "train.log").read_text().count("training 7,988 parameters") == 1
+    again = run_cli(["mnist_arch.train", *small, f"hydra.run.dir={runs[0]}"], cwd=tmp_path)
+    assert again.returncode == 1
+    assert f"Error: {runs[0]} already holds a finished run (metrics.json); give another hydra.run.dir" in again.stderr
+    assert json.loads((runs[0] / "metrics.json").read_text()) == metrics[0]
