@@ -29,6 +29,8 @@ from .config import SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of a
 
 log = logging.getLogger(__name__)
 
+READ_PATIENCE_S = 300  # a job that starts while the database is away waits for it this long
+
 # Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
 # reuses the sweeper's connection (and an in-memory study is only reachable this way).
 ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], Any] = {}
@@ -40,19 +42,29 @@ class SweepTrial:
     def __init__(self, study: Any, number: int):
         import optuna
 
+        from .storage import retry_transient
+
         self._study = study
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        self._trial = optuna.trial.Trial(study, trial_id)
         self.number = number
+        trial_id = retry_transient(
+            lambda: study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number),
+            f"finding trial {number}", READ_PATIENCE_S)
+        self._trial = optuna.trial.Trial(study, trial_id)
+
+    def _read(self):
+        from .storage import retry_transient
+
+        return retry_transient(lambda: self._study._storage.get_trial(self._trial._trial_id),
+                               f"reading trial {self.number}", READ_PATIENCE_S)
 
     @property
     def params(self) -> Dict[str, Any]:
         """The searched values, by their override key (e.g. ``optim.lr``)."""
-        return dict(self._trial.params)
+        return dict(self._read().params)
 
     @property
     def user_attrs(self) -> Dict[str, Any]:
-        return dict(self._study._storage.get_trial(self._trial._trial_id).user_attrs)
+        return dict(self._read().user_attrs)
 
     @property
     def prunes(self) -> bool:

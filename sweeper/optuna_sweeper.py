@@ -193,7 +193,7 @@ class OptunaBudgetSweeper:
         if worker is None:
             if any(codes):
                 log.warning("worker processes exited with codes %s", codes)
-            write_results(self, study, sweep_dir)
+            retry_transient(lambda: write_results(self, study, sweep_dir), "reading the results", self.storage_patience)
         return None
 
     def _interrupted(self, study: optuna.Study, workers: List[Any], worker: Optional[int], exc: BaseException) -> None:
@@ -281,4 +281,5 @@ class OptunaBudgetSweeper:
             log.warning("trial %d was marked failed by another worker during a database outage; its result is "
                         "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
             return
-        log_trial(self, study, trial.number, state, values, attrs, seconds, error)
+        retry_transient(lambda: log_trial(self, study, trial.number, state, values, attrs, seconds, error),
+                        f"reading the study after trial {trial.number}", self.storage_patience)
