@@ -361,3 +361,13 @@ def test_a_study_of_another_app_shows_no_mnist_columns_and_every_hyperparameter_
     assert [r["z"] for r in as_csv] == ["0.5"] * 3
     with pytest.raises(ResultsError, match="--pareto needs the 'best_acc' column, and this study's trials carry none"):
         run(parse_args(["--storage", url, "sphere", "--pareto"]))
+
+
+def test_the_pareto_front_drops_weakly_dominated_trials():
+    from sweeper.table import pareto_front
+
+    rows = [{"trial": n, "state": "complete", "best_acc": acc, "params": size} for n, acc, size in [
+        (0, 99.4, 5000), (1, 99.3, 5000),  # same size, less accurate: dominated
+        (2, 99.5, 8000), (3, 99.5, 9000),  # as accurate, larger: dominated
+        (4, 99.6, 12000), (5, 99.2, 3000)]]
+    assert [r["trial"] for r in pareto_front(rows)] == [5, 0, 2, 4]

@@ -60,7 +60,7 @@ def test_every_key_of_the_published_sampler_groups_is_accepted(group, keys):
 
 @pytest.mark.parametrize("sampler", ["tpe", "motpe", "random", "gp", "cmaes", "nsgaii", "qmc", "grid"])
 def test_every_sampler_proposes_trials_in_the_space(sampler):
-    made = make_sampler(node("sampler", sampler), SPACE, worker=0)
+    made = make_sampler(node("sampler", sampler), SPACE, offset=0)
     study = optuna.create_study(direction="maximize", sampler=made)
     seen = []
     for _ in range(3):
@@ -76,16 +76,16 @@ def test_every_sampler_proposes_trials_in_the_space(sampler):
 def test_every_sampler_keyword_reaches_the_sampler():
     cfg = node("sampler", "tpe")
     cfg.n_ei_candidates, cfg.n_startup_trials, cfg.consider_endpoints = 7, 3, True
-    made = make_sampler(cfg, SPACE, worker=0)
+    made = make_sampler(cfg, SPACE, offset=0)
     assert made._n_ei_candidates == 7 and made._n_startup_trials == 3
     nsga = node("sampler", "nsgaii")
     nsga.mutation_prob, nsga.crossover_prob, nsga.swapping_prob = 0.2, 0.7, 0.4
-    made = make_sampler(nsga, SPACE, worker=0)
+    made = make_sampler(nsga, SPACE, offset=0)
     assert made._child_generation_strategy._crossover_prob == 0.7
     assert made._child_generation_strategy._swapping_prob == 0.4
     cma = node("sampler", "cmaes")
     cma.sigma0, cma.use_separable_cma, cma.consider_pruned_trials = 0.3, True, True
-    made = make_sampler(cma, {"x": FloatDistribution(0, 1)}, worker=0)
+    made = make_sampler(cma, {"x": FloatDistribution(0, 1)}, offset=0)
     assert made._sigma0 == 0.3 and made._use_separable_cma and made._consider_pruned_trials
 
 
@@ -93,7 +93,7 @@ def test_motpe_is_tpe_with_a_deprecation_line(caplog):
     cfg = node("sampler", "motpe")
     cfg.n_ehvi_candidates = 11
     with caplog.at_level(logging.WARNING):
-        made = make_sampler(cfg, SPACE, worker=0)
+        made = make_sampler(cfg, SPACE, offset=0)
     assert isinstance(made, optuna.samplers.TPESampler) and made._n_ei_candidates == 11
     assert [r.getMessage() for r in caplog.records if "motpe" in r.getMessage()] == [
         "hydra/sweeper/sampler=motpe is deprecated: Optuna removed MOTPESampler; TPESampler, which handles several "
@@ -103,7 +103,7 @@ def test_motpe_is_tpe_with_a_deprecation_line(caplog):
 def test_multivariate_false_turns_tpe_group_off():
     cfg = node("sampler", "tpe")
     cfg.multivariate = False
-    made = make_sampler(cfg, SPACE, worker=0)
+    made = make_sampler(cfg, SPACE, offset=0)
     assert made._multivariate is False and made._group is False
 
 
@@ -111,18 +111,19 @@ def test_a_target_swap_leaves_out_the_groups_leftover_keys_with_one_line(caplog)
     cfg = node("sampler", "tpe")
     cfg._target_ = "optuna.samplers.RandomSampler"
     with caplog.at_level(logging.WARNING):
-        made = make_sampler(cfg, SPACE, worker=0)
+        made = make_sampler(cfg, SPACE, offset=0)
     assert isinstance(made, optuna.samplers.RandomSampler)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("hydra.sweeper.sampler: RandomSampler takes no consider_endpoints, consider_magic_clip")
     assert line.endswith("; left out")
 
 
-def test_worker_processes_get_their_own_seed():
+def test_the_seed_moves_on_with_the_offset_and_a_new_study_keeps_the_configured_one():
     cfg = node("sampler", "random")
     cfg.seed = 5
-    first = [make_sampler(cfg, SPACE, worker=w)._rng.rng.randint(1 << 30) for w in (0, 0, 1)]
-    assert first[0] == first[1] != first[2]
+    first = [make_sampler(cfg, SPACE, offset=k)._rng.rng.randint(1 << 30) for k in (0, 0, 1, 3)]
+    assert first[0] == first[1] and len(set(first)) == 3
+    assert first[0] == optuna.samplers.RandomSampler(seed=5)._rng.rng.randint(1 << 30)
 
 
 @pytest.mark.parametrize("target, message", [
@@ -132,7 +133,7 @@ def test_a_sampler_that_cannot_be_made_is_one_line(target, message):
     cfg = node("sampler", "random")
     cfg._target_ = target
     with pytest.raises(SweepError, match=message):
-        make_sampler(cfg, SPACE, worker=0)
+        make_sampler(cfg, SPACE, offset=0)
 
 
 @pytest.mark.parametrize("pruner, cls", [

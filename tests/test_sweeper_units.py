@@ -1,0 +1,243 @@
+"""The sweeper's parts in-process, in milliseconds: claim step and budget gate, reporter, liveness, masking.
+
+No subprocess and no training: a real in-memory study, the toy app's real config composed by
+Hydra, real pruners. The command-line tests (test_sweeper.py, test_any_app.py) cover the same
+behaviour end to end; these make the default ``pytest`` catch it too.
+"""
+
+import time
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState
+
+import sweeper.config  # noqa: F401  registers hydra/sweeper=optuna_budget (the toy config selects it)
+from sweeper.api import SweepTrial
+from sweeper.budget import BudgetGate
+from sweeper.claim import ClaimStep
+from sweeper.liveness import HEARTBEAT_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
+from sweeper.reporter import TrialReporter
+from sweeper.storage import has_password, masked, scrubbed
+
+from .support import REPO
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+TOY_CONF = str(REPO / "tests" / "toy_app" / "conf")
+SPACE = {"x": IntDistribution(0, 9)}
+FIXED = {"hydra.sweeper.budget.max": "9"}  # x_squared(cfg) <= 9: x up to 3 may train
+
+
+def load_toy(overrides):
+    with initialize_config_dir(config_dir=TOY_CONF, version_base="1.3"):
+        return compose("toy", overrides=list(overrides), return_hydra_config=True)
+
+
+def claim_step(n_trials=2, space_size=None, max_failure_rate=0.0):
+    gate = BudgetGate(load_toy, "tests.toy_app.measure.x_squared", "x2")
+    return ClaimStep(None, gate, n_trials, max_failure_rate, grace_period=60, retry_stale_trials=False,
+                     grid_size=None, space_size=space_size, custom_search_space=None, config=None)
+
+
+def study_with(*xs):
+    """An in-memory study whose next asks propose exactly these x, in order."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for x in xs:
+        study.enqueue_trial({"x": x})
+    return study
+
+
+def train(study, claim, value=1.0):
+    study.tell(claim.trial, value)
+
+
+# ------------------------------------------------------------------ the claim step and the budget gate
+
+
+def test_over_budget_is_rejected_untrained_and_exactly_at_budget_may_train():
+    study, claim = study_with(4, 3), claim_step()
+    over = claim(study, SPACE, FIXED, "0")
+    assert over.action == "skip" and over.verdict.rejected
+    frozen = study.trials[0]
+    assert frozen.state == TrialState.PRUNED and "launched" not in frozen.user_attrs
+    assert frozen.user_attrs["rejected"] == "over_budget" and frozen.user_attrs["x2"] == 16
+    assert frozen.user_attrs["reason"] == "x2=16 > hydra.sweeper.budget.max=9"
+    assert frozen.user_attrs["budget_excess"] == 7.0 and frozen.user_attrs["budget_max"] == 9
+    at = claim(study, SPACE, FIXED, "0")
+    assert at.action == "run" and at.trial.params == {"x": 3}
+    frozen = study.trials[1]
+    assert frozen.state == TrialState.RUNNING and frozen.user_attrs["launched"] is True
+    assert frozen.user_attrs["budget_excess"] == 0.0 and frozen.user_attrs["overrides"] == [
+        "x=3", "hydra.sweeper.budget.max=9"]
+
+
+def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
+    study, claim = study_with(), claim_step(n_trials=2)
+    orphan = study.ask(SPACE)  # claimed but never launched (a claim an outage cut short)
+    for x in (5, 1, 6, 2, 0):
+        study.enqueue_trial({"x": x})
+    actions = []
+    while True:
+        c = claim(study, SPACE, FIXED, "0")
+        actions.append(c.action)
+        if c.action == "run":
+            train(study, c)
+        if c.action == "done":
+            break
+    assert actions == ["skip", "run", "skip", "run", "done"]  # 5 and 6 are over budget; 0 is never asked
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert study.trials[orphan.number].user_attrs["error"].startswith("never launched")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_a_running_trial_counts_so_the_next_claim_waits():
+    study, claim = study_with(1, 2), claim_step(n_trials=1)
+    assert claim(study, SPACE, FIXED, "0").action == "run"
+    assert claim(study, SPACE, FIXED, "1").action == "wait"
+
+
+def test_a_trained_point_proposed_again_is_recorded_and_never_launched():
+    study, claim = study_with(2, 2), claim_step(n_trials=3)
+    train(study, claim(study, SPACE, FIXED, "0"))
+    again = claim(study, SPACE, FIXED, "0")
+    assert again.action == "skip" and again.verdict.duplicate
+    frozen = study.trials[1]
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["rejected"] == "duplicate"
+    assert frozen.user_attrs["reason"] == "the same parameters as trial 0" and "launched" not in frozen.user_attrs
+
+
+def test_a_discrete_space_is_done_when_every_point_is_trained():
+    study, claim = study_with(0, 1), claim_step(n_trials=10, space_size=2)
+    train(study, claim(study, SPACE, FIXED, "0"))
+    train(study, claim(study, SPACE, FIXED, "0"))
+    assert claim(study, SPACE, FIXED, "0").action == "done"
+
+
+def test_failures_over_the_rate_stop_and_n_trials_failures_end_even_at_rate_one():
+    from sweeper.errors import SweepError
+
+    study, claim = study_with(1, 2, 3), claim_step(n_trials=2, max_failure_rate=0.5)
+    study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)
+    with pytest.raises(SweepError, match=r"1 of 1 trained trials failed, over max_failure_rate=0.5"):
+        claim(study, SPACE, FIXED, "0")
+    study, claim = study_with(1, 2, 3), claim_step(n_trials=2, max_failure_rate=1.0)
+    for _ in range(2):
+        study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)
+    assert claim(study, SPACE, FIXED, "0").action == "done"
+
+
+# ------------------------------------------------------------------ the reporter
+
+
+def reporter_on(study):
+    trial = study.ask()
+    reporter = TrialReporter(metric="test_acc")  # outside a sweep it finds no trial
+    assert reporter.trial is None and reporter.on_epoch_end(1, {"test_acc": 1.0, "epochs": 3}) is False
+    reporter.trial = SweepTrial(study, trial.number)
+    return reporter, trial
+
+
+def test_a_pruner_that_always_prunes_stops_the_trial_and_records_the_epoch():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    reporter, trial = reporter_on(study)
+    assert reporter.on_epoch_end(1, {"test_acc": 97.0, "epochs": 3}) is True
+    frozen = study.trials[trial.number]
+    assert frozen.user_attrs["pruned_at_step"] == 1 and frozen.intermediate_values == {1: 97.0}
+
+
+def test_the_last_epoch_is_never_pruned():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    reporter, trial = reporter_on(study)
+    assert reporter.on_epoch_end(3, {"test_acc": 97.0, "epochs": 3}) is False
+    frozen = study.trials[trial.number]
+    assert "pruned_at_step" not in frozen.user_attrs and frozen.intermediate_values == {3: 97.0}
+
+
+def test_a_multi_objective_study_is_never_pruned():
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    reporter, trial = reporter_on(study)
+    assert reporter.on_epoch_end(1, {"test_acc": 97.0, "epochs": 3}) is False
+    frozen = study.trials[trial.number]
+    assert frozen.user_attrs["curve"] == [97.0] and "pruned_at_step" not in frozen.user_attrs
+
+
+def test_the_reporter_stores_every_scalar_result():
+    study = optuna.create_study(direction="maximize")
+    reporter, trial = reporter_on(study)
+    reporter.on_epoch_end(1, {"test_acc": 97.0, "epochs": 1})
+    reporter.on_train_end({"best_test_acc": 97.0, "n_params": 7988, "device": "cpu", "stop_reason": None,
+                           "history": [{"test_acc": 97.0}], "nested": {"a": 1}})
+    attrs = study.trials[trial.number].user_attrs
+    assert {k: attrs[k] for k in ("best_test_acc", "n_params", "device", "stop_reason", "curve")} == {
+        "best_test_acc": 97.0, "n_params": 7988, "device": "cpu", "stop_reason": None, "curve": [97.0]}
+    assert "history" not in attrs and "nested" not in attrs
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def running_trial(study, heartbeat_at=None):
+    """A launched RUNNING trial; its last heartbeat at ``heartbeat_at`` seconds from now (None: none yet)."""
+    trial = study.ask(SPACE)
+    trial.set_user_attr("launched", True)
+    if heartbeat_at is not None:
+        study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() + heartbeat_at)
+    return trial
+
+
+@pytest.fixture
+def hundred_seconds_later(monkeypatch):
+    """The clock liveness reads, moved 100 s on: trials started now are 100 s old."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 100)
+
+
+def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone(request):
+    study = optuna.create_study(direction="maximize")
+    stale, fresh = running_trial(study), running_trial(study, heartbeat_at=90)  # silent 100 s; beat 10 s ago
+    request.getfixturevalue("hundred_seconds_later")
+    assert fail_stale_trials(study, grace_period=60, retry=False) == [stale.number]
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[stale.number].state == TrialState.FAIL and by_number[stale.number].user_attrs[LOST_WORKER_ATTR]
+    assert by_number[stale.number].user_attrs["error"] == "no heartbeat for over 60s: its worker was killed or lost"
+    assert by_number[fresh.number].state == TrialState.RUNNING
+
+
+def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_later):
+    study = optuna.create_study(direction="maximize")
+    lost = running_trial(study)
+    assert fail_stale_trials(study, grace_period=60, retry=True) == [lost.number]
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == lost.params
+    assert queued[0].user_attrs["retry_of"] == lost.number
+
+
+def test_only_unlaunched_running_trials_are_failed_as_never_launched():
+    study = optuna.create_study(direction="maximize")
+    launched, orphan = running_trial(study), study.ask(SPACE)
+    assert fail_unlaunched_trials(study) == [orphan.number]
+    assert study.trials[launched.number].state == TrialState.RUNNING
+
+
+# ------------------------------------------------------------------ masking
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://u:s3cret@db:5432/sweeps", "postgresql://u:***@db:5432/sweeps"),
+    ("postgresql://u@db/sweeps?password=s3cret", "postgresql://u@db/sweeps?password=***"),
+    ("postgresql://u@db/sweeps?sslmode=require&password=s3cret&a=b", "postgresql://u@db/sweeps?a=b&password=***&sslmode=require"),
+    ("mysql+pymysql://u:s3cret@db/sweeps", "mysql+pymysql://u:***@db/sweeps"),
+    ("not a url u:s3cret@x", "not a url u:s3cret@x"),  # no // : nothing that reads as a password
+    ("weird://u:s3cret@@h", "weird://u:***@@h"),
+    ("sqlite:///outputs/sweeps.db", "sqlite:///outputs/sweeps.db"),
+    ("journal:///tmp/sweeps.log", "journal:///tmp/sweeps.log"),
+    (None, "in-memory"),
+])
+def test_masking_hides_every_form_of_password(url, shown):
+    assert masked(url) == shown
+    if url and "//" in url:
+        assert ("s3cret" in url) == has_password(url)
+        assert "s3cret" not in masked(url)
+    if url and "s3cret" in url and "//" in url:
+        assert scrubbed(f"driver said: auth failed for s3cret at {url}", url).count("s3cret") == 0
