@@ -16,6 +16,8 @@ the same code runs both ways::
     return score
 
 Raising ``optuna.TrialPruned`` after a pruning report has the same effect as returning.
+With ``hydra.sweeper.repeats``, each repeat is a job of the same trial: ``trial.repeat`` is its
+index (0 first); only the first repeat's reports feed the pruner, later ones record nothing.
 The job finds its trial through its own Hydra config (``hydra.sweeper.storage``,
 ``hydra.sweeper.study_name`` and ``hydra.job.num``, the trial's number), so this works when the
 job runs in the sweeper's process, in another process or on another machine (submitit).
@@ -50,6 +52,7 @@ class SweepTrial:
             lambda: study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number),
             f"finding trial {number}", READ_PATIENCE_S)
         self._trial = optuna.trial.Trial(study, trial_id)
+        self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
 
     def _read(self):
         from .storage import retry_transient
@@ -80,9 +83,9 @@ class SweepTrial:
         After True the job should stop (return, or raise ``optuna.TrialPruned``): the trial is
         recorded PRUNED at this step whatever the job returns. ``last=True`` (the job's final
         step) records without asking the pruner: a trial that ran all its steps completes. In a
-        multi-objective study nothing is recorded and it is always False.
+        multi-objective study, and in any repeat but the first, nothing is recorded and it is always False.
         """
-        if not self.prunes:
+        if not self.prunes or self.repeat > 0:
             return False
 
         from .trials import PRUNED_AT_ATTR

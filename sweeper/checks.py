@@ -19,6 +19,9 @@ def check_settings(values: Dict[str, Any]) -> None:
     if values["grace_period"] <= values["heartbeat_interval"]:
         raise SweepError(f"hydra.sweeper.grace_period={values['grace_period']} must be more than "
                          f"heartbeat_interval={values['heartbeat_interval']}")
+    if values["n_complete_trials"] is not None and values["n_complete_trials"] < 1:
+        raise SweepError(f"hydra.sweeper.n_complete_trials={values['n_complete_trials']} is out of range: it must be "
+                         ">= 1, or null (end at n_trials only)")
     name = values["study_name"]
     if name is not None and not str(name).strip():
         raise SweepError("hydra.sweeper.study_name is empty; give a name, or null for the app's job name")

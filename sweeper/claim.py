@@ -1,7 +1,7 @@
 """The claim step: under the study's lock, decide a worker's next move and record it.
 
 Fail trials whose worker stopped heartbeating, stop at n_trials trained trials (or a grid's
-size, or n_trials failures), ask Optuna for a trial, run the budget gate, and either mark the
+size, or n_trials failures, or n_complete_trials completed ones), ask Optuna for a trial, run the budget gate, and either mark the
 trial launched or record it untrained, all before the lock is let go.
 """
 
@@ -30,6 +30,12 @@ def _key(params: Dict[str, Any]) -> str:
     return repr(sorted(params.items()))
 
 
+def _in_space(params: Dict[str, Any], distributions: Dict[str, BaseDistribution]) -> bool:
+    """Whether a trial's point lies in this search space (a study resumed over a changed one holds others)."""
+    return set(params) == set(distributions) and all(
+        distributions[k]._contains(distributions[k].to_internal_repr(v)) for k, v in params.items())
+
+
 @dataclass
 class Claim:
     """What a claim decided: ``run`` the trial, ``skip`` it (recorded untrained), ``wait``, or ``done``."""
@@ -52,6 +58,7 @@ class ClaimStep:
     space_size: Optional[int]  # distinct points of a discrete search space; None: continuous or custom
     custom_search_space: Optional[Callable[[Any, optuna.Trial], None]]
     config: Any
+    n_complete_trials: Optional[int] = None  # end once this many completed (pruned, raced and failed ones aside)
     _capped_said: bool = False
     _exhausted_said: bool = False
 
@@ -67,8 +74,9 @@ class ClaimStep:
             capped = self._check_failures(trials)
             trained = [t for t in trials if is_trained(t)]
             running = any(t.state == TrialState.RUNNING for t in trained)
-            exhausted = self.space_size is not None and len({_key(t.params) for t in trained}) >= self.space_size
-            if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials):
+            exhausted = self.space_size is not None and len(
+                {_key(t.params) for t in trained if _in_space(t.params, distributions)}) >= self.space_size
+            if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials) or self._enough_complete(trained):
                 if exhausted and not running and not self._exhausted_said:
                     log.info("every one of the search space's %d points has been trained: the sweep ends", self.space_size)
                     self._exhausted_said = True
@@ -103,6 +111,13 @@ class ClaimStep:
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         study.sampler.reseed_rng()
         return Claim("skip", trial, overrides, Verdict(False, None, reason, duplicate=True))
+
+    def _enough_complete(self, trained: Sequence[FrozenTrial]) -> bool:
+        """n_complete_trials reached, or within reach of the trials still running (they may yet complete)."""
+        if self.n_complete_trials is None:
+            return False
+        busy = sum(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trained)
+        return busy >= self.n_complete_trials
 
     def _grid_done(self, trials: Sequence[FrozenTrial]) -> bool:
         """A grid sampler's every point has had its trial (run, rejected or failed; not lost to a dead worker)."""

@@ -185,6 +185,18 @@ class BudgetConf:
 
 
 @dataclass
+class RepeatsConf:
+    """Each trial run ``n`` times, ``key`` set to each of ``values``; its value the ``aggregate`` (sweeper/repeats.py)."""
+
+    n: int = 1  # 1: one job per trial, as without repeats
+    key: str = "seed"  # the config key each repeat sets
+    values: Optional[List[Any]] = None  # null: the config's value of key, plus 0, 1, ..., n-1
+    aggregate: str = "mean"  # mean | min | max | median, of each objective over the repeats
+    race: bool = False  # stop a trial between repeats once it can no longer reach the best completed trial
+    bound: Optional[float] = None  # the best value one repeat can give (100 for accuracy %): lets mean race
+
+
+@dataclass
 class OptunaBudgetSweeperConf:
     _target_: str = SWEEPER_TARGET
     _recursive_: bool = False  # the sweeper instantiates sampler and pruner itself (constraints, grid)
@@ -215,6 +227,8 @@ class OptunaBudgetSweeperConf:
     retry_stale_trials: bool = False  # re-queue a trial failed by a killed worker, same parameters
     threads_per_job: Optional[int] = None  # CPU threads per trial (with threads_key); null: cores / n_jobs
     storage_patience: int = 120  # seconds workers wait for an unreachable database before stopping
+    repeats: RepeatsConf = field(default_factory=RepeatsConf)
+    n_complete_trials: Optional[int] = None  # also end once this many trials completed (pruned ones say little)
 
 
 SAMPLERS = {

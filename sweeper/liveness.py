@@ -16,6 +16,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from .repeats import carried_over
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "heartbeat"
@@ -77,9 +79,22 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> 
         failed.append(trial.number)
         log.warning("trial %d had no heartbeat for %.0fs: marked failed", trial.number, now - last_sign_of_life(trial))
         if retry and trial.user_attrs.get("launched"):
-            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-            log.info("trial %d re-queued with the same parameters", trial.number)
+            carried = carried_over(study._storage.get_trial(trial._trial_id))
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, **carried},
+                                skip_if_exists=False)
+            log.info("trial %d re-queued with the same parameters%s", trial.number,
+                     f" and its {len(carried['repeat_values'])} finished repeats" if carried else "")
     return failed
+
+
+def requeue_finished_repeats(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+    """Queue an interrupted trial's point again with its finished repeats, so a resume runs only those left.
+
+    Returns how many repeats it carries (0: nothing queued)."""
+    carried = carried_over(study._storage.get_trial(trial._trial_id))
+    if carried:
+        study.enqueue_trial(dict(trial.params), user_attrs=carried, skip_if_exists=False)
+    return len(carried.get("repeat_values", ()))
 
 
 def fail_unlaunched_trials(study: optuna.Study) -> List[int]:

@@ -10,8 +10,9 @@ the same loop against the shared storage; ``n_jobs`` starts that many on this ma
         over budget: recorded (PRUNED, rejected=over_budget), never launched, does not count
         unbuildable: recorded FAIL with its message, never launched
         otherwise: claimed (launched=True)
-    launch the job (Hydra's launcher), heartbeating meanwhile
-    tell the outcome: COMPLETE, PRUNED (the job was pruned through sweeper.api), or FAIL
+    launch the job (Hydra's launcher), heartbeating meanwhile; with repeats, one job per seed,
+        stopping early once the trial can no longer reach the best (racing)
+    tell the outcome: COMPLETE, PRUNED (pruned through sweeper.api, or raced out), or FAIL
 
 So a finished trial's slot is refilled at once (no batch waits for its slowest trial), a killed
 sweep resumes where it stopped when the same command runs again, and n_trials is the study's
@@ -32,8 +33,6 @@ from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import BaseDistribution
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
 from .api import ACTIVE_STUDIES, study_name
@@ -43,18 +42,19 @@ from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
 from .interrupts import INTERRUPTED_ATTR, Interrupted, exit_code, ignore_interrupts, interruptible
-from .liveness import heartbeat, mark_failed
+from .liveness import mark_failed, requeue_finished_repeats
 from .locate import locate_callable
-from .outcome import job_outcome
+from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler
 from .search_space import SearchSpaceError, space_size, sweep_space
 from .storage import (
     StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
     refuse_written_password, retry_transient, scrubbed,
 )
-from .summary_lines import log_header, log_trial, write_results
-from .trials import ERROR_ATTR, budget_constraint, is_trained
-from .workers import job_overrides, start_workers, stop_workers, worker_index
+from .summary_lines import log_header, write_results
+from .trial_run import TrialRun
+from .trials import budget_constraint, is_trained
+from .workers import start_workers, stop_workers, worker_index
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class OptunaBudgetSweeper:
                  objectives: Optional[List[str]], metrics: Optional[List[str]], budget: DictConfig, threads_key: Optional[str],
                  allow_search_space_change: bool, max_rejected_streak: int, heartbeat_interval: int,
                  grace_period: int, retry_stale_trials: bool, threads_per_job: Optional[int],
-                 storage_patience: int) -> None:
+                 storage_patience: int, repeats: DictConfig, n_complete_trials: Optional[int]) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
         self.directions = [str(getattr(d, "name", d)).lower() for d in directions]
@@ -76,7 +76,8 @@ class OptunaBudgetSweeper:
                 raise SweepError(f"hydra.sweeper.direction={d!r} is not one of: maximize, minimize")
         check_settings(dict(n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
                             max_rejected_streak=max_rejected_streak, heartbeat_interval=heartbeat_interval,
-                            storage_patience=storage_patience, grace_period=grace_period, study_name=study_name))
+                            storage_patience=storage_patience, grace_period=grace_period, study_name=study_name,
+                            n_complete_trials=n_complete_trials))
         self.objectives = [str(o) for o in objectives] if objectives else None
         check_objectives(self.objectives, metrics, self.directions)
         try:
@@ -98,6 +99,7 @@ class OptunaBudgetSweeper:
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.retry_stale_trials, self.threads_per_job = retry_stale_trials, threads_per_job
         self.storage_patience = storage_patience
+        self.repeats_cfg, self.n_complete_trials = repeats, n_complete_trials
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -135,6 +137,7 @@ class OptunaBudgetSweeper:
         if not distributions and self.custom_search_space is None:
             raise SweepError("the search space is empty: give hydra.sweeper.params or sweep overrides such as "
                              "'x=interval(0.01,0.2)'")
+        self.repeats = Repeats.from_config(self.repeats_cfg, self.config, fixed, list(distributions), self.directions)
         return distributions, fixed
 
     def _open_study(self, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
@@ -200,20 +203,25 @@ class OptunaBudgetSweeper:
         """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""
         ignore_interrupts()  # the rest is quick; a second signal (Ctrl-C twice, SIGTERM after it) must not cut it short
         with contextlib.suppress(KeyboardInterrupt, Interrupted):
+            carried = 0
             if self._running is not None:
                 frozen = study._storage.get_trial(self._running._trial_id)
-                mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True})
+                if mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True}):
+                    carried = requeue_finished_repeats(study, frozen)
             stop_workers(workers)
-            if worker is None:
-                kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
-                sys.stderr.write(f"interrupted: {kept} trained trials kept; the same command resumes\n")
+            kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
+            repeats = (f", and {carried} finished repeat{'s' if carried > 1 else ''} of trial {self._running.number} "
+                       "queued to carry on") if carried else ""
+            if worker is None or carried:
+                sys.stderr.write(f"interrupted: {kept} trained trials kept{repeats}; the same command resumes\n")
         sys.exit(exit_code(exc))
 
     def _work(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
               worker: str) -> None:
         size = space_size(distributions) if self.custom_search_space is None else None
         claim_next = ClaimStep(self.storage_url, self.gate, self.n_trials, self.max_failure_rate, self.grace_period,
-                               self.retry_stale_trials, self.grid_size, size, self.custom_search_space, self.config)
+                               self.retry_stale_trials, self.grid_size, size, self.custom_search_space, self.config,
+                               self.n_complete_trials)
         streak, smallest_rejected = 0, None
         while True:
             claim = retry_transient(lambda: claim_next(study, distributions, fixed, worker),
@@ -226,7 +234,7 @@ class OptunaBudgetSweeper:
             if claim.action == "run":
                 streak = 0
                 self._running = claim.trial
-                self._run_trial(study, claim.trial, claim.overrides)
+                TrialRun(self, study, claim.trial, claim.overrides)()
                 self._running = None
                 continue
             verdict = claim.verdict
@@ -242,44 +250,3 @@ class OptunaBudgetSweeper:
                     f"{self.gate.name}: {smallest}): the search space seems to be over budget; narrow it or raise "
                     "hydra.sweeper.budget.max"
                 )
-
-    def _run_trial(self, study: optuna.Study, trial: optuna.Trial, overrides: List[str]) -> None:
-        started = time.perf_counter()
-        try:
-            with heartbeat(study, trial._trial_id, self.heartbeat_interval):
-                job = job_overrides(overrides, self.threads_key, self.threads_per_job, self.n_jobs)
-                ret = self.launcher.launch([job], initial_job_idx=trial.number)[0]
-        except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
-            message = f"cannot write the job's output folder under {self.config.hydra.sweep.dir}: {exc.strerror or exc}"
-
-            def record_failure() -> None:
-                trial.set_user_attr(ERROR_ATTR, message)
-                study.tell(trial, TrialState.FAIL, skip_if_finished=True)
-
-            retry_transient(record_failure, f"recording trial {trial.number}", self.storage_patience)
-            raise SweepError(message + "; the trial is recorded failed, finished trials are kept") from None
-        seconds = time.perf_counter() - started
-        attrs = retry_transient(lambda: study._storage.get_trial(trial._trial_id).user_attrs,
-                                f"reading trial {trial.number}", self.storage_patience)
-        state, values, error = job_outcome(ret, attrs, self.objectives, len(self.directions))
-
-        def record() -> None:
-            if error:
-                trial.set_user_attr(ERROR_ATTR, error)
-            trial.set_user_attr("sweep_seconds", seconds)
-            try:
-                study.tell(trial, state=state, values=values, skip_if_finished=True)
-            except RuntimeError as exc:  # GridSampler stops the study when the grid is done
-                if "Study.stop" not in str(exc):
-                    raise
-
-        try:
-            retry_transient(record, f"recording trial {trial.number}", self.storage_patience)
-        except UpdateFinishedTrialError:
-            # Another worker failed it as stale while its heartbeats could not reach the database
-            # (an outage longer than grace_period). It stays failed; its job folder has the results.
-            log.warning("trial %d was marked failed by another worker during a database outage; its result is "
-                        "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
-            return
-        retry_transient(lambda: log_trial(self, study, trial.number, state, values, attrs, seconds, error),
-                        f"reading the study after trial {trial.number}", self.storage_patience)

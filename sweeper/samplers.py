@@ -36,6 +36,9 @@ def _accepted(target: Callable) -> Optional[set]:
 
 
 def _build(node: DictConfig, what: str, extra: Dict[str, Any]) -> Any:
+    if not isinstance(node, DictConfig):  # e.g. hydra.sweeper.pruner=none, a value where a group option was meant
+        raise SweepError(f"hydra.sweeper.{what}={node!r} is a value, not a {what} config: choose one with "
+                         f"hydra/sweeper/{what}={node}, or give hydra.sweeper.{what}._target_")
     cfg = OmegaConf.to_container(node, resolve=True)
     target_name = cfg.pop("_target_", None)
     cfg.pop("_partial_", None)

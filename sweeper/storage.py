@@ -397,6 +397,15 @@ def check_search_space(study: optuna.Study, distributions, allow_change: bool) -
             f"study {study.study_name!r} was begun over the search space {text(before)}, not {text(distributions)}: "
             "give a new hydra.sweeper.study_name, or set hydra.sweeper.allow_search_space_change=true to go on"
         )
+    from optuna.distributions import CategoricalDistribution
+
+    for key, old in before.items():  # Optuna keeps a categorical's choices for the life of a study
+        new = distributions.get(key)
+        if isinstance(old, CategoricalDistribution) and isinstance(new, CategoricalDistribution) and old != new:
+            raise StorageError(
+                f"study {study.study_name!r} chose {key} from {describe(old)}; Optuna cannot change a choice's options "
+                f"within a study (here {describe(new)}): give a new hydra.sweeper.study_name"
+            )
     if stored is None or before != distributions:
         storage.set_study_system_attr(study_id, SEARCH_SPACE_ATTR,
                                       {k: distribution_to_json(d) for k, d in distributions.items()})

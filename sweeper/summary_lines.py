@@ -35,6 +35,10 @@ def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistri
                  sweeper.gate.name, shown, sweeper.gate.measure_path)
     else:
         log.info("budget: none (hydra.sweeper.budget.measure is not set)")
+    if sweeper.repeats.active:
+        log.info("repeats: %s", sweeper.repeats.describe())
+    if sweeper.n_complete_trials is not None:
+        log.info("ends at %d complete trials (or %d trained)", sweeper.n_complete_trials, sweeper.n_trials)
     log.info("search space: %s", ", ".join(f"{k}: {describe(v)}" for k, v in distributions.items()) or "custom")
     if fixed:
         log.info("fixed: %s", " ".join(f"{k}={v}" for k, v in fixed.items()))

@@ -17,6 +17,13 @@ BUDGET_MAX_ATTR = "budget_max"  # the budget's limit for this trial
 BUDGET_NAME_ATTR = "budget_name"  # the name the measured value is stored under (e.g. n_params)
 BUDGET_CONSTRAINT = "budget_excess"  # measured value minus the limit: <= 0 is feasible
 PRUNED_AT_ATTR = "pruned_at_step"  # the step the pruner stopped the trial at (sweeper.api)
+# written by the sweeper, not the job: left out of a repeat's record of what its job stored
+SWEEPER_ATTRS = frozenset({
+    LAUNCHED_ATTR, OVERRIDES_ATTR, ERROR_ATTR, BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, BUDGET_CONSTRAINT, "rejected",
+    "reason", "worker", "host_pid", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
+    "repeat", "repeat_values", "repeats_run", "repeat_seconds", "repeat_attrs", "repeats_n", "repeat_key",
+    "repeats_aggregate", "raced_out_after", "continues", "carried_steps",
+})
 LEGACY_ATTRS = {BUDGET_MAX_ATTR: "max_params", BUDGET_CONSTRAINT: "params_over_budget", PRUNED_AT_ATTR: "pruned_at_epoch"}
 
 
@@ -28,9 +35,14 @@ def attr(trial: FrozenTrial, name: str, default=None):
 
 
 def trial_kind(trial: FrozenTrial) -> str:
-    """complete | pruned | rejected | failed | running | waiting: what a results table shows."""
+    """complete | pruned | raced | rejected | failed | running | waiting: what a results table shows.
+
+    raced: stopped between its repeats, once it could no longer reach the best (sweeper.repeats).
+    """
     if trial.user_attrs.get("rejected"):
         return "rejected"
+    if trial.state == TrialState.PRUNED and trial.user_attrs.get("raced_out_after") is not None:
+        return "raced"
     return {
         TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
         TrialState.RUNNING: "running", TrialState.WAITING: "waiting",

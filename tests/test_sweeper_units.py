@@ -241,3 +241,25 @@ def test_masking_hides_every_form_of_password(url, shown):
         assert "s3cret" not in masked(url)
     if url and "s3cret" in url and "//" in url:
         assert scrubbed(f"driver said: auth failed for s3cret at {url}", url).count("s3cret") == 0
+
+
+def test_a_choices_options_cannot_change_within_a_study_even_when_changes_are_allowed():
+    from optuna.distributions import CategoricalDistribution
+
+    from sweeper.storage import StorageError, check_search_space
+
+    study = optuna.create_study(study_name="s")
+    check_search_space(study, {"x": CategoricalDistribution([5])}, allow_change=True)
+    check_search_space(study, {"x": CategoricalDistribution([5]), "y": IntDistribution(0, 3)}, allow_change=True)
+    with pytest.raises(StorageError, match=r"study 's' chose x from choice\(5\); Optuna cannot change a choice's "
+                                           r"options within a study \(here choice\(0, 1\)\)"):
+        check_search_space(study, {"x": CategoricalDistribution([0, 1])}, allow_change=True)
+
+
+def test_a_discrete_space_counts_only_its_own_points_as_trained():
+    study, claim = study_with(2, 0, 1), claim_step(n_trials=10, space_size=2)
+    wide = {"x": IntDistribution(0, 9)}
+    train(study, claim(study, wide, FIXED, "0"))  # x=2: trained under a wider space, before a change
+    narrow = {"x": IntDistribution(0, 1)}
+    train(study, claim(study, narrow, FIXED, "0"))
+    assert claim(study, narrow, FIXED, "0").action == "run"  # x=1 is still to train

@@ -3,7 +3,9 @@
     python -m tests.toy_app.app -m 'x=choice(0,1,2)' hydra.sweeper.storage=sqlite:///t.db
 
 Returns ``x`` (``returns=tuple``: ``(x, -x)``; ``returns=dict``: ``{v0: x, v1: -x}``); ``x`` listed in
-``nan_on`` returns NaN, in ``raise_on`` raises. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
+``nan_on`` returns NaN, in ``raise_on`` raises; ``per_seed[seed]`` (where listed) is added to the value,
+the known seed noise the repeats tests need; a job whose seed is ``interrupt_on_seed`` is
+interrupted as by Ctrl-C. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
 reports ``x * step / steps`` after each step through the sweeper's public API and stops when
 the pruner says so. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
@@ -28,15 +30,20 @@ def main(cfg: DictConfig):
             return float("nan")  # pruned: the sweeper records PRUNED whatever is returned
     if not cfg.steps:
         time.sleep(cfg.sleep)
+    if cfg.interrupt_on_seed is not None and cfg.seed == cfg.interrupt_on_seed:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the process running the job
     if cfg.x in cfg.raise_on:
         raise RuntimeError(f"boom at x={cfg.x}")
     if cfg.x in cfg.nan_on:
         return float("nan")
+    value = float(cfg.x) + (cfg.per_seed[cfg.seed] if 0 <= cfg.seed < len(cfg.per_seed) else 0.0)
+    if trial is not None:
+        trial.set_user_attr("seed_run", cfg.seed)
     if cfg.returns == "tuple":
-        return float(cfg.x), -float(cfg.x)
+        return value, -value
     if cfg.returns == "dict":
-        return {"v0": float(cfg.x), "v1": -float(cfg.x)}
-    return float(cfg.x)
+        return {"v0": value, "v1": -value}
+    return value
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""Running one claimed trial: its job (or one job per repeat), heartbeats meanwhile, then its outcome told.
+
+COMPLETE with the (aggregated) values, PRUNED (by the pruner through ``sweeper.api``, or raced
+out between repeats), or FAIL with the reason. What each repeat gave is stored on the trial as
+soon as it finishes, so an interrupt loses only the repeat that was running.
+"""
+
+import logging
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from .errors import SweepError
+from .liveness import heartbeat
+from .outcome import job_outcome
+from .repeats import (
+    AGGREGATE_ATTR, CARRIED_STEPS_ATTR, RACED_OUT_ATTR, REPEAT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_KEY_ATTR,
+    REPEAT_SECONDS_ATTR, REPEAT_VALUES_ATTR, REPEATS_N_ATTR, REPEATS_RUN_ATTR, Repeats, first_values, shown,
+    stored_values,
+)
+from .storage import retry_transient
+from .summary_lines import log_trial
+from .trials import ERROR_ATTR, SWEEPER_ATTRS
+from .workers import job_overrides
+
+log = logging.getLogger("sweeper.optuna_sweeper")
+
+
+def incumbent(study: optuna.Study, direction: str) -> Optional[float]:
+    """The best completed trial's value, or None before any completed."""
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not values:
+        return None
+    return max(values) if direction == "maximize" else min(values)
+
+
+class TrialRun:
+    def __init__(self, sweeper: Any, study: optuna.Study, trial: optuna.Trial, overrides: List[str]):
+        self.sweeper, self.study, self.trial, self.overrides = sweeper, study, trial, overrides
+        self.repeats: Repeats = sweeper.repeats
+        self.patience = sweeper.storage_patience
+
+    def _retry(self, fn, what: str):
+        return retry_transient(fn, f"{what} trial {self.trial.number}", self.patience)
+
+    def __call__(self) -> None:
+        started = time.perf_counter()
+        attrs = self._retry(lambda: self.study._storage.get_trial(self.trial._trial_id).user_attrs, "reading")
+        per_repeat, seconds, snapshots = stored_values(attrs), list(attrs.get(REPEAT_SECONDS_ATTR) or []), \
+            list(attrs.get(REPEAT_ATTRS_ATTR) or [])
+        if self.repeats.active:
+            self._start_repeats(attrs, per_repeat)
+        state, values, error = TrialState.FAIL, None, None
+        for k in range(len(per_repeat), self.repeats.n):
+            direction = self.sweeper.directions[0]
+            if self.repeats.raced_out(first_values(per_repeat), incumbent(self.study, direction), direction):
+                self._retry(lambda: self.trial.set_user_attr(RACED_OUT_ATTR, len(per_repeat)), "recording")
+                log.info("trial %d raced out after %d of %d repeats: %s %s cannot reach the best %.4g", self.trial.number,
+                         len(per_repeat), self.repeats.n, self.repeats.aggregate, first_values(per_repeat),
+                         incumbent(self.study, direction))
+                state, values = TrialState.PRUNED, None
+                break
+            ret, attrs, took = self._launch(k)
+            state, values, error = job_outcome(ret, attrs, self.sweeper.objectives, len(self.sweeper.directions))
+            if state != TrialState.COMPLETE or not self.repeats.active:
+                break
+            per_repeat.append(values)
+            seconds.append(took)
+            snapshots.append({key: v for key, v in attrs.items() if key not in SWEEPER_ATTRS})
+            self._store_repeats(per_repeat, seconds, snapshots)
+        else:
+            if self.repeats.active and per_repeat:
+                state, values = TrialState.COMPLETE, self.repeats.aggregated(per_repeat)
+        self._tell(state, values, error, time.perf_counter() - started, attrs)
+
+    def _start_repeats(self, attrs: Dict[str, Any], per_repeat: List[List[float]]) -> None:
+        """Mark the trial as repeated; a trial carrying on an interrupted one replays its per-step reports."""
+        def mark() -> None:
+            self.trial.set_user_attr(REPEATS_N_ATTR, self.repeats.n)
+            self.trial.set_user_attr(REPEAT_KEY_ATTR, self.repeats.key)
+            self.trial.set_user_attr(AGGREGATE_ATTR, self.repeats.aggregate)
+            self.trial.set_user_attr(REPEATS_RUN_ATTR, len(per_repeat))
+            if self.sweeper.prunes:
+                for step, value in attrs.get(CARRIED_STEPS_ATTR) or []:
+                    self.trial.report(value, step)
+
+        self._retry(mark, "starting the repeats of")
+        if per_repeat:
+            log.info("trial %d carries on from trial %s: %d of %d repeats done %s", self.trial.number,
+                     attrs.get("continues"), len(per_repeat), self.repeats.n, shown(per_repeat))
+
+    def _launch(self, k: int) -> Tuple[Any, Dict[str, Any], float]:
+        """Run repeat ``k`` (or the one job) under heartbeats; the job's return and the trial's attributes then."""
+        sweeper, trial = self.sweeper, self.trial
+        if self.repeats.active:
+            self._retry(lambda: trial.set_user_attr(REPEAT_ATTR, k), "marking the repeat of")
+        started = time.perf_counter()
+        try:
+            with heartbeat(self.study, trial._trial_id, sweeper.heartbeat_interval):
+                job = job_overrides(self.repeats.job_overrides(self.overrides, k), sweeper.threads_key,
+                                    sweeper.threads_per_job, sweeper.n_jobs)
+                ret = sweeper.launcher.launch([job], initial_job_idx=trial.number)[0]
+        except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
+            message = f"cannot write the job's output folder under {sweeper.config.hydra.sweep.dir}: {exc.strerror or exc}"
+
+            def record_failure() -> None:
+                trial.set_user_attr(ERROR_ATTR, message)
+                self.study.tell(trial, TrialState.FAIL, skip_if_finished=True)
+
+            self._retry(record_failure, "recording")
+            raise SweepError(message + "; the trial is recorded failed, finished trials are kept") from None
+        took = time.perf_counter() - started
+        attrs = self._retry(lambda: self.study._storage.get_trial(trial._trial_id).user_attrs, "reading")
+        return ret, attrs, took
+
+    def _store_repeats(self, per_repeat: List[List[float]], seconds: List[float], snapshots: List[Dict]) -> None:
+        def store() -> None:
+            self.trial.set_user_attr(REPEAT_VALUES_ATTR, shown(per_repeat))
+            self.trial.set_user_attr(REPEAT_SECONDS_ATTR, seconds)
+            self.trial.set_user_attr(REPEAT_ATTRS_ATTR, snapshots)
+            self.trial.set_user_attr(REPEATS_RUN_ATTR, len(per_repeat))
+
+        self._retry(store, "recording a repeat of")
+        if len(per_repeat) < self.repeats.n:
+            log.info("trial %d repeat %d of %d (%s=%s): %s", self.trial.number, len(per_repeat), self.repeats.n,
+                     self.repeats.key, self.repeats.values[len(per_repeat) - 1], "/".join(f"{v:.4g}" for v in per_repeat[-1]))
+
+    def _tell(self, state: TrialState, values: Optional[List[float]], error: Optional[str], seconds: float,
+              attrs: Dict[str, Any]) -> None:
+        trial, study = self.trial, self.study
+
+        def record() -> None:
+            if error:
+                trial.set_user_attr(ERROR_ATTR, error)
+            trial.set_user_attr("sweep_seconds", seconds)
+            try:
+                study.tell(trial, state=state, values=values, skip_if_finished=True)
+            except RuntimeError as exc:  # GridSampler stops the study when the grid is done
+                if "Study.stop" not in str(exc):
+                    raise
+
+        try:
+            self._retry(record, "recording")
+        except UpdateFinishedTrialError:
+            # Another worker failed it as stale while its heartbeats could not reach the database
+            # (an outage longer than grace_period). It stays failed; its job folder has the results.
+            log.warning("trial %d was marked failed by another worker during a database outage; its result is "
+                        "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
+            return
+        self._retry(lambda: log_trial(self.sweeper, study, trial.number, state, values, attrs, seconds, error),
+                    "reading the study after")
+

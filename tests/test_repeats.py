@@ -1,0 +1,183 @@
+"""Repeats and racing (hydra.sweeper.repeats): the rule in isolation, then real sweeps of the toy app in-process.
+
+The toy app adds ``per_seed[seed]`` to its value, so every repeat's value is known in advance.
+The sweeps run through Hydra's real command-line entry point in this process (a few seconds
+each), storage in a SQLite file under tmp_path.
+"""
+
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from sweeper.api import SweepTrial
+from sweeper.errors import SweepError
+from sweeper.repeats import Repeats
+from sweeper.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def repeats(n=3, aggregate="min", race=True, bound=None, values=None, key="seed", config_seed=5, fixed=None,
+            searched=("x",), directions=("maximize",)):
+    cfg = OmegaConf.create({"n": n, "key": key, "values": values, "aggregate": aggregate, "race": race, "bound": bound})
+    config = OmegaConf.create({"seed": config_seed, "hydra": {"sweep": {"subdir": "${hydra.job.num}"}}})
+    return Repeats.from_config(cfg, config, fixed or {}, list(searched), list(directions))
+
+
+# ------------------------------------------------------------------ the rule
+
+
+@pytest.mark.parametrize("aggregate, expected", [("mean", [4.0, -4.0]), ("min", [2.0, -5.0]), ("max", [5.0, -2.0]),
+                                                 ("median", [5.0, -5.0])])
+def test_each_objective_is_aggregated_on_its_own(aggregate, expected):
+    per_repeat = [[5.0, -5.0], [2.0, -2.0], [5.0, -5.0]]
+    made = repeats(aggregate=aggregate, race=False, directions=("maximize", "minimize"))
+    assert made.aggregated(per_repeat) == expected
+
+
+def test_default_values_count_from_the_configs_key_and_a_fixed_override_wins():
+    assert repeats().values == [5, 6, 7]
+    assert repeats(fixed={"seed": "11"}).values == [11, 12, 13]
+    assert repeats(values=[3, 1, 2]).values == [3, 1, 2]
+
+
+def test_a_repeats_job_sets_its_key_once_and_gets_its_own_folder():
+    made = repeats(values=[11, 12, 13])
+    assert made.job_overrides(["x=1", "seed=4", "+a=b"], 2) == [
+        "x=1", "+a=b", "seed=13", "hydra.sweep.subdir='${hydra.job.num}/repeat_2'"]
+    assert repeats(n=1).job_overrides(["x=1", "seed=4"], 0) == ["x=1", "seed=4"]  # no repeats: as given
+
+
+def test_min_under_maximize_races_out_on_one_repeat_below_the_best_and_keeps_a_tie():
+    made = repeats(aggregate="min")
+    assert made.raced_out([4.9], incumbent=5.0, direction="maximize")
+    assert not made.raced_out([5.0], incumbent=5.0, direction="maximize")  # can still equal the best
+    assert not made.raced_out([9.0, 5.0], incumbent=5.0, direction="maximize")
+    assert not made.raced_out([1.0], incumbent=None, direction="maximize")  # nothing completed yet
+    assert not made.raced_out([1.0, 1.0, 1.0], incumbent=5.0, direction="maximize")  # all ran: it completes
+    assert repeats(aggregate="max", directions=("minimize",)).raced_out([5.1], incumbent=5.0, direction="minimize")
+
+
+def test_mean_races_only_when_even_the_bound_on_every_repeat_left_cannot_reach_the_best():
+    made = repeats(aggregate="mean", bound=100.0)
+    # (97 + 100 + 100) / 3 = 99.0 < 99.1: out after one; (98 + 100 + 100) / 3 = 99.33 can still reach it
+    assert made.raced_out([97.0], incumbent=99.1, direction="maximize")
+    assert not made.raced_out([98.0], incumbent=99.1, direction="maximize")
+    assert made.raced_out([99.0, 98.0], incumbent=99.1, direction="maximize")  # at best (99 + 98 + 100) / 3 = 99.0
+    assert not made.raced_out([99.0, 98.0], incumbent=98.9, direction="maximize")
+
+
+def test_median_races_without_a_bound_once_more_than_half_the_repeats_ran():
+    made = repeats(aggregate="median")
+    assert not made.raced_out([1.0], incumbent=5.0, direction="maximize")  # two more could be anything
+    assert made.raced_out([1.0, 4.0], incumbent=5.0, direction="maximize")  # median <= 4 whatever comes
+    assert not made.raced_out([1.0, 6.0], incumbent=5.0, direction="maximize")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), r"repeats.n=0 is out of range: it must be >= 1"),
+    (dict(aggregate="avg"), r"repeats.aggregate='avg' is not one of: mean, min, max, median"),
+    (dict(searched=("x", "seed")), r"repeats.key=seed is also searched"),
+    (dict(values=[1, 2]), r"repeats.values=\[1, 2\] must be 3 distinct values"),
+    (dict(values=[1, 1, 2]), r"must be 3 distinct values"),
+    (dict(config_seed="abc"), r"the config's seed='abc' is not an integer to count from"),
+    (dict(directions=("maximize", "minimize")), r"race needs a single objective"),
+    (dict(aggregate="mean"), r"race with aggregate=mean under maximize can never stop a trial without .*bound"),
+    (dict(aggregate="max"), r"race with aggregate=max under maximize can never stop"),
+    (dict(aggregate="min", directions=("minimize",)), r"race with aggregate=min under minimize can never stop"),
+])
+def test_bad_repeat_settings_are_one_line(kwargs, message):
+    with pytest.raises(SweepError, match=message):
+        repeats(**kwargs)
+
+
+def test_only_the_first_repeat_reports_to_the_pruner():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    trial = study.ask()
+    trial.set_user_attr("repeat", 1)
+    later = SweepTrial(study, trial.number)
+    assert later.repeat == 1 and later.report(1.0, 1) is False
+    assert study.trials[0].intermediate_values == {}
+    trial.set_user_attr("repeat", 0)
+    assert SweepTrial(study, trial.number).report(1.0, 1) is True
+
+
+# ------------------------------------------------------------------ real sweeps of the toy app, in this process
+
+
+def sweep(tmp_path: Path, *overrides: str) -> int:
+    """One ``python -m tests.toy_app.app -m ...`` in this process; its exit status (0 when it returned)."""
+    from tests.toy_app.app import main
+
+    argv = sys.argv
+    sys.argv = ["app", "-m", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweep.dir={tmp_path}/sweep",
+                "hydra.sweeper.study_name=repeats", "hydra/sweeper/pruner=none", "per_seed=[0,-3,0]", *overrides]
+    try:
+        main()
+        return 0
+    except SystemExit as exc:
+        return exc.code
+    finally:
+        sys.argv = argv
+
+
+def trials(tmp_path):
+    return optuna.load_study(study_name="repeats", storage=open_storage(f"sqlite:///{tmp_path}/sweeps.db")).trials
+
+
+def test_a_trials_value_is_the_aggregate_of_its_repeats_each_its_own_job(tmp_path):
+    assert sweep(tmp_path, "x=choice(5)", "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=3",
+                 "hydra.sweeper.repeats.aggregate=mean") == 0
+    (t,) = trials(tmp_path)
+    assert t.state == TrialState.COMPLETE and t.value == pytest.approx(4.0)  # mean of 5, 2, 5
+    assert t.user_attrs["repeat_values"] == [5.0, 2.0, 5.0] and t.user_attrs["repeats_run"] == 3
+    assert [a["seed_run"] for a in t.user_attrs["repeat_attrs"]] == [0, 1, 2]
+    assert len(t.user_attrs["repeat_seconds"]) == 3
+    assert sorted(p.name for p in (tmp_path / "sweep" / "0").iterdir()) == ["repeat_0", "repeat_1", "repeat_2"]
+
+
+def test_a_candidate_whose_first_repeat_falls_below_the_best_stops_after_one(tmp_path):
+    common = ["hydra.sweeper.repeats.n=3", "hydra.sweeper.repeats.aggregate=min", "hydra.sweeper.repeats.race=true",
+              "hydra.sweeper.allow_search_space_change=true"]
+    assert sweep(tmp_path, "x=range(5,6)", "hydra.sweeper.n_trials=1", *common) == 0  # 5, 2, 5: the best is 2
+    assert sweep(tmp_path, "x=range(0,2)", "hydra.sweeper.n_trials=3", *common) == 0
+    best, *others = trials(tmp_path)
+    raced = [t for t in others if t.user_attrs.get("launched")]  # (TPE may propose a point twice: never trained)
+    assert best.value == 2.0 and best.user_attrs["repeats_run"] == 3
+    assert [(t.state, t.user_attrs["raced_out_after"], t.user_attrs["repeat_values"]) for t in raced] == [
+        (TrialState.PRUNED, 1, [float(t.params["x"])]) for t in raced]
+    assert {t.params["x"] for t in raced} == {0, 1}
+    for t in raced:  # one job each
+        assert [p.name for p in (tmp_path / "sweep" / str(t.number)).iterdir()] == ["repeat_0"]
+
+
+def test_a_sweep_interrupted_between_repeats_resumes_without_losing_or_repeating_one(tmp_path, capsys):
+    common = ["x=choice(5)", "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=3", "hydra.sweeper.repeats.aggregate=min"]
+    assert sweep(tmp_path, *common, "interrupt_on_seed=1") == 130  # Ctrl-C in the second repeat
+    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept, and 1 finished repeat of trial 0 "
+                                            "queued to carry on; the same command resumes\n")
+    cut, queued = trials(tmp_path)
+    assert cut.state == TrialState.FAIL and cut.user_attrs["error"] == "interrupted"
+    assert cut.user_attrs["repeat_values"] == [5.0]
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == cut.params  # its finished repeat, queued to go on
+    assert queued.user_attrs["repeat_values"] == [5.0] and queued.user_attrs["continues"] == 0
+    assert sweep(tmp_path, *common) == 0  # the same command resumes
+    cut, resumed = trials(tmp_path)
+    assert resumed.state == TrialState.COMPLETE and resumed.value == 2.0 and resumed.user_attrs["continues"] == 0
+    assert resumed.user_attrs["repeat_values"] == [5.0, 2.0, 5.0]
+    assert [a["seed_run"] for a in resumed.user_attrs["repeat_attrs"]] == [0, 1, 2]
+    # repeat 0 ran once (in the cut trial); the resume ran repeats 1 and 2 only
+    assert sorted(p.name for p in (tmp_path / "sweep" / "1").iterdir()) == ["repeat_1", "repeat_2"]
+
+
+def test_n_complete_trials_ends_the_study_when_that_many_completed(tmp_path):
+    half = ",".join(map(str, range(0, 100, 2)))  # even x fail: about half the trials complete
+    assert sweep(tmp_path, "x=range(0,100)", f"nan_on=[{half}]", "hydra.sweeper.n_trials=100",
+                 "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_complete_trials=3") == 0
+    done = trials(tmp_path)
+    assert sum(t.state == TrialState.COMPLETE for t in done) == 3
+    assert done[-1].state == TrialState.COMPLETE  # it ended at the third completed trial, far before n_trials
