@@ -89,8 +89,13 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"study {s['study']}: {'/'.join(s['direction'])} {'/'.join(s['metric'])}; trials: {counts or 'none'}",
         f"training time: {_hours(s['training_seconds'])}; a full trial: {_hours(s['full_trial_seconds'])}; "
         f"saved by pruning: {pruning}, by rejecting over-budget trials: "
-        f"{_hours(s['saved_by_rejecting_seconds'])} (estimated from the median full trial)",
+        f"{_hours(s['saved_by_rejecting_seconds'])}"
+        + (f", by racing: {_hours(s['saved_by_racing_seconds'])}" if s.get("repeats", 1) > 1 else "")
+        + " (estimated from the median full trial)",
     ]
+    if s.get("repeats", 1) > 1:
+        lines.insert(1, f"each trial: {s['repeats']} repeats; columns aggregate them as the objective does, "
+                        "'held' asks it of every repeat")
     if "reached_target_under_budget" in s:
         lines.append(f"trials that reached the target within the budget: {s['reached_target_under_budget']}; "
                      f"held it over the last k epochs (min_last_k): {s['held_target_under_budget']}")

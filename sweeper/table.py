@@ -4,6 +4,10 @@ Works on any study. The columns an app's trials carry as user attributes are sho
 present: the accuracies, epochs and target of mnist_arch's trainer, the budget's measure
 (``params`` for ``n_params``); a study whose trials carry none gets the objective, the
 hyperparameters, the state and the note.
+
+A trial with repeats (``hydra.sweeper.repeats``) shows its repeats' objective values
+(``repeats``), and its metric columns aggregated over the repeats as its objective is; "held the
+target" asks it of every repeat.
 """
 
 import json
@@ -13,9 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .repeats import AGGREGATE_ATTR, AGGREGATES, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR
 from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
 
-KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
+KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
 
 # user attribute -> column, in the order shown, where any trial carries it
 METRIC_COLUMNS = {
@@ -77,8 +82,32 @@ def steps_run(t: FrozenTrial) -> Optional[int]:
 
 
 def _seconds(t: FrozenTrial) -> Optional[float]:
+    """The trial's training time: its repeats' jobs together, else the job's own figure, else the sweeper's."""
+    if t.user_attrs.get(REPEAT_SECONDS_ATTR):
+        return float(sum(t.user_attrs[REPEAT_SECONDS_ATTR]))
     value = t.user_attrs.get("seconds", t.user_attrs.get("sweep_seconds"))
     return value if isinstance(value, (int, float)) else None
+
+
+def metric_attrs(t: FrozenTrial) -> Dict[str, Any]:
+    """The trial's user attributes, the numeric ones aggregated over its repeats as its objective is."""
+    repeats = t.user_attrs.get(REPEAT_ATTRS_ATTR)
+    if not repeats:
+        return t.user_attrs
+    fn = AGGREGATES[t.user_attrs.get(AGGREGATE_ATTR, "mean")]
+    out = dict(t.user_attrs)
+    for key in {k for r in repeats for k in r}:
+        values = [r.get(key) for r in repeats]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = fn(values)
+    return out
+
+
+def worst_repeat(t: FrozenTrial, key: str) -> Optional[float]:
+    """``key`` on the trial's worst repeat (its own value without repeats): what "on every seed" asks."""
+    repeats = t.user_attrs.get(REPEAT_ATTRS_ATTR)
+    values = [r.get(key) for r in repeats] if repeats else [t.user_attrs.get(key)]
+    return min(values) if values and all(isinstance(v, (int, float)) for v in values) else None
 
 
 def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, Any]]:
@@ -89,31 +118,35 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))
     keys = sorted({k for t in trials for k in t.params}) if all_params else varying_params(trials)
     names = short_names(keys) if not all_params else {k: k for k in keys}
-    carried = {a for t in trials for a in t.user_attrs}
+    carried = {a for t in trials for a in metric_attrs(t)}
     metrics = {a: c for a, c in METRIC_COLUMNS.items() if a in carried}
     budget_names = {t.user_attrs[BUDGET_NAME_ATTR] for t in trials if t.user_attrs.get(BUDGET_NAME_ATTR)}
     metrics.update({n: n for n in sorted(budget_names) if n not in METRIC_COLUMNS})
+    with_repeats = any(t.user_attrs.get("repeat_values") for t in trials)
     with_steps = any(steps_run(t) for t in trials)
     with_seconds = any(_seconds(t) is not None for t in trials)
     rows, rank = [], 0
     for t in trials:
-        a = t.user_attrs
+        a = metric_attrs(t)
         kind = trial_kind(t)
-        if kind in ("complete", "pruned"):
+        if kind in ("complete", "pruned", "raced"):
             rank += 1
         row = {
-            "rank": rank if kind in ("complete", "pruned") else None,
+            "rank": rank if kind in ("complete", "pruned", "raced") else None,
             "trial": t.number,
             "state": kind,
             "objective": t.values[0] if t.values and len(t.values) == 1 else (t.values or None),
             **{column: a.get(name) for name, column in metrics.items()},
             **{names[k]: t.params.get(k) for k in keys},
         }
+        if with_repeats:
+            row["repeats"] = a.get("repeat_values")
         if with_steps:
             row["epochs" if "epochs_run" in carried else "steps"] = steps_run(t)
         if with_seconds:
             row["seconds"] = round(_seconds(t), 1) if _seconds(t) is not None else None
-        row["note"] = a.get("reason") or a.get(ERROR_ATTR) or a.get("stop_reason")
+        raced = f"raced out after {a[RACED_OUT_ATTR]} of {a.get(REPEATS_N_ATTR)} repeats" if kind == "raced" else None
+        row["note"] = a.get("reason") or a.get(ERROR_ATTR) or raced or a.get("stop_reason")
         rows.append(row)
     return rows
 
@@ -163,11 +196,15 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
     full_steps = max((steps_run(t) or 0 for t in complete), default=0)
     full = [_seconds(t) for t in complete if steps_run(t) == full_steps]
     full_cost = statistics.median(full) if full else None
-    saved_pruning = saved_rejecting = None
+    n_repeats = max((int(t.user_attrs.get(REPEATS_N_ATTR, 1)) for t in trials), default=1)
+    saved_pruning = saved_rejecting = saved_racing = None
     if full_cost is not None and full_steps:
-        saved_pruning = sum(full_cost * (1 - (steps_run(t) or full_steps) / full_steps)
+        repeat_cost = full_cost / n_repeats  # a pruned trial stopped in its first repeat: the rest never ran
+        saved_pruning = sum(full_cost - repeat_cost * (steps_run(t) or full_steps) / full_steps
                             for t in trials if trial_kind(t) == "pruned")
         saved_rejecting = counts["rejected"] * full_cost
+        saved_racing = sum(repeat_cost * (int(t.user_attrs.get(REPEATS_N_ATTR, 1)) - t.user_attrs[RACED_OUT_ATTR])
+                           for t in trials if trial_kind(t) == "raced")
     out = {
         "study": study.study_name,
         "metric": (study.metric_names or ["objective"]),
@@ -177,6 +214,8 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
         "full_trial_seconds": full_cost,
         "saved_by_pruning_seconds": saved_pruning,
         "saved_by_rejecting_seconds": saved_rejecting,
+        "repeats": n_repeats,
+        "saved_by_racing_seconds": saved_racing if n_repeats > 1 else None,
         "best": None,
     }
     if any("target_acc" in t.user_attrs for t in trials):  # an app that says what "reached" means
@@ -194,17 +233,19 @@ def _target_summary(complete: Sequence[FrozenTrial]) -> Dict[str, Any]:
         limit = attr(t, BUDGET_MAX_ATTR)
         return limit is None or t.user_attrs.get("n_params") is None or t.user_attrs["n_params"] <= limit
 
-    reached = [t for t in complete if "target_acc" in t.user_attrs
-               and t.user_attrs.get("epoch_reached_target") is not None and within(t)]
-    held = [t for t in reached if t.user_attrs.get("min_last_k_test_acc", -1) >= t.user_attrs["target_acc"]]
+    def every_repeat_reached(t: FrozenTrial) -> bool:
+        return all(r.get("epoch_reached_target") is not None for r in t.user_attrs.get(REPEAT_ATTRS_ATTR) or [t.user_attrs])
+
+    reached = [t for t in complete if "target_acc" in t.user_attrs and every_repeat_reached(t) and within(t)]
+    held = [t for t in reached if (worst_repeat(t, "min_last_k_test_acc") or -1) >= t.user_attrs["target_acc"]]
     sized = [t for t in held if t.user_attrs.get("n_params") is not None]
     # the fewest parameters; of equally small trials, the one that held with the most margin
-    smallest = min(sized, key=lambda t: (t.user_attrs["n_params"], -t.user_attrs["min_last_k_test_acc"], t.number),
+    smallest = min(sized, key=lambda t: (t.user_attrs["n_params"], -worst_repeat(t, "min_last_k_test_acc"), t.number),
                    default=None)
     return {
         "reached_target_under_budget": len(reached),
         "held_target_under_budget": len(held),
         "smallest_that_held": None if smallest is None else {
             "trial": smallest.number, "params": smallest.user_attrs["n_params"],
-            "min_last_k": smallest.user_attrs["min_last_k_test_acc"]},
+            "min_last_k": worst_repeat(smallest, "min_last_k_test_acc")},
     }

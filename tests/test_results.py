@@ -95,7 +95,7 @@ def test_summary_counts_times_and_savings(db):
     _, url = db
     study = optuna.load_study(study_name="known", storage=url)
     s = summary(study)
-    assert s["trials"] == {"complete": 3, "pruned": 1, "rejected": 1, "failed": 1, "running": 1, "waiting": 0}
+    assert s["trials"] == {"complete": 3, "pruned": 1, "raced": 0, "rejected": 1, "failed": 1, "running": 1, "waiting": 0}
     assert s["training_seconds"] == 325.0  # three full trials and the pruned one
     assert s["full_trial_seconds"] == 100.0
     assert s["saved_by_pruning_seconds"] == 75.0  # ran 1 of 4 epochs
@@ -371,3 +371,35 @@ def test_the_pareto_front_drops_weakly_dominated_trials():
         (2, 99.5, 8000), (3, 99.5, 9000),  # as accurate, larger: dominated
         (4, 99.6, 12000), (5, 99.2, 3000)]]
     assert [r["trial"] for r in pareto_front(rows)] == [5, 0, 2, 4]
+
+
+def test_a_repeated_study_shows_each_repeat_aggregates_its_columns_and_what_racing_saved(tmp_path):
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="seeds", storage=url, direction="maximize")
+    per_repeat = lambda accs: [{"min_last_k_test_acc": a, "best_test_acc": a + 0.05, "epoch_reached_target": 5,
+                                "target_acc": 99.4, "n_params": 4938} for a in accs]
+    repeated = {"launched": True, "repeats_n": 3, "repeats_aggregate": "min", "epochs_run": 20, "target_acc": 99.4,
+                "epoch_reached_target": 5}
+    # held on every seed: min 99.41; held on two of three (99.38): its columns say so; raced out after one repeat
+    add(study, 4938, TrialState.COMPLETE, "tiny", 0.05,
+        {**repeated, "best_test_acc": 99.41, "repeat_values": [99.42, 99.41, 99.45], "repeats_run": 3,
+         "repeat_seconds": [100.0, 100.0, 100.0], "repeat_attrs": per_repeat([99.42, 99.41, 99.45])})
+    add(study, 4000, TrialState.COMPLETE, "s4", 0.06,
+        {**repeated, "best_test_acc": 99.38, "n_params": 4000, "repeat_values": [99.45, 99.38, 99.5], "repeats_run": 3,
+         "repeat_seconds": [100.0, 100.0, 100.0],
+         "repeat_attrs": [{**r, "n_params": 4000} for r in per_repeat([99.45, 99.38, 99.5])]})
+    add(study, 3000, TrialState.PRUNED, "s4", 0.2,
+        {**repeated, "raced_out_after": 1, "n_params": 3000, "repeat_values": [99.2], "repeats_run": 1,
+         "repeat_seconds": [100.0], "repeat_attrs": [{**r, "n_params": 3000} for r in per_repeat([99.2])]})
+    rows = trial_rows(study)
+    assert [(r["trial"], r["state"], r["repeats"], r["min_last_k"]) for r in rows] == [
+        (0, "complete", [99.42, 99.41, 99.45], 99.41), (1, "complete", [99.45, 99.38, 99.5], 99.38),
+        (2, "raced", [99.2], 99.2)]
+    assert rows[0]["best_acc"] == pytest.approx(99.46) and rows[0]["seconds"] == 300.0
+    assert rows[2]["note"] == "raced out after 1 of 3 repeats" and rows[2]["rank"] == 3
+    s = summary(study)
+    assert s["trials"]["raced"] == 1 and s["saved_by_racing_seconds"] == pytest.approx(200.0)
+    assert s["held_target_under_budget"] == 1 and s["smallest_that_held"]["trial"] == 0
+    text = run(parse_args(["--storage", url, "seeds"]))
+    assert "each trial: 3 repeats; columns aggregate them as the objective does, 'held' asks it of every repeat" in text
+    assert ", by racing: 3.3 min (estimated from the median full trial)" in text
