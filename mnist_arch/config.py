@@ -23,7 +23,8 @@ class AugmentConfig:
     rotation: float = MISSING  # degrees either way
     translate: float = MISSING  # fraction of the image side
     scale: float = MISSING  # fraction
-
+    brightness: float = MISSING  # added to pixel values in [0, 1], up to this either way
+    contrast: float = MISSING  # pixel values scaled by 1 +- up to this
 
 @dataclass
 class DataConfig:
@@ -49,6 +50,7 @@ class NormConfig:
 class DropoutConfig:
     placement: str = MISSING  # conv | block | none
     rate: float = 0.0
+    kind: str = "element"  # element (nn.Dropout) | channel (nn.Dropout2d: whole feature maps)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class TrainerConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = MISSING
     channels_last: bool = MISSING
+    ema: Optional[float] = MISSING  # decay of the weight average evaluated each epoch; null: off
     progress: bool = MISSING
     callbacks: Dict[str, Any] = MISSING  # name -> node with _target_
 

@@ -86,7 +86,8 @@ def _load(root: Path, cfg: Any, device: torch.device) -> MnistTensors:
 
 
 def augment(images: torch.Tensor, cfg: Any, generator: torch.Generator) -> torch.Tensor:
-    """Random rotation, shift and zoom of a batch, in one batched ``grid_sample`` on the batch's device.
+    """Random rotation, shift and zoom of a batch, in one batched ``grid_sample`` on the batch's device,
+    then (where configured) brightness and contrast per image.
 
     Reproducible from ``generator``. Border padding repeats MNIST's empty background.
     """
@@ -100,4 +101,10 @@ def augment(images: torch.Tensor, cfg: Any, generator: torch.Generator) -> torch
         [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.brightness or cfg.contrast:  # drawn after the geometry, so runs without them keep their random stream
+        v = torch.rand(n, 2, 1, 1, 1, generator=generator, device=images.device) * 2 - 1
+        raw = out * STD + MEAN  # pixel values in [0, 1]
+        raw = raw * (1 + v[:, 1] * cfg.contrast) + v[:, 0] * cfg.brightness
+        out = (raw - MEAN) / STD
+    return out

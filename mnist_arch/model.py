@@ -33,6 +33,9 @@ NORM_PLACEMENTS: Dict[str, Tuple[str, ...]] = {
     "none": ("relu",),
 }
 DROPOUT_PLACEMENTS: Tuple[str, ...] = ("conv", "block", "none")
+# element: each activation dropped alone; channel: whole feature maps (nn.Dropout2d), which
+# neighbouring pixels' correlation makes the stronger regulariser for convs.
+DROPOUT_KINDS: Dict[str, Callable[[float], nn.Module]] = {"element": nn.Dropout, "channel": nn.Dropout2d}
 
 
 def _gap_conv(channels: int, classes: int) -> nn.Sequential:
@@ -62,13 +65,14 @@ HEADS: Dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
-def _conv_unit(c_in: int, c_out: int, kernel: int, padding: int, order: Tuple[str, ...], dropout: float) -> nn.Sequential:
+def _conv_unit(c_in: int, c_out: int, kernel: int, padding: int, order: Tuple[str, ...], dropout: float,
+               make_dropout: Callable[[float], nn.Module] = nn.Dropout) -> nn.Sequential:
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
     layers["conv"] = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=order[0] != "bn")
     for kind in order:
         layers[kind] = nn.BatchNorm2d(c_out) if kind == "bn" else nn.ReLU(inplace=True)
     if dropout > 0:
-        layers["dropout"] = nn.Dropout(dropout)
+        layers["dropout"] = make_dropout(dropout)
     return nn.Sequential(layers)
 
 
@@ -117,6 +121,7 @@ def build_model(cfg: Any) -> nn.Sequential:
     order = lookup(NORM_PLACEMENTS, cfg.norm.placement, "model.norm.placement")
     dropout_placement = cfg.dropout.placement
     lookup(dict.fromkeys(DROPOUT_PLACEMENTS), dropout_placement, "model.dropout.placement")
+    make_dropout = lookup(DROPOUT_KINDS, cfg.dropout.kind, "model.dropout.kind")
     make_head = lookup(HEADS, cfg.head.kind, "model.head.kind")
     blocks = scaled_widths(cfg)
     _check_ranges(cfg, len(blocks))
@@ -139,11 +144,11 @@ def build_model(cfg: Any) -> nn.Sequential:
                     f"model: spatial size drops below 1 at block {b} conv {c} ({' -> '.join(trace)}); "
                     "use model.padding=1, fewer convs or fewer pools"
                 )
-            block[f"conv{c}"] = _conv_unit(channels, width, k, p, order, unit_rate)
+            block[f"conv{c}"] = _conv_unit(channels, width, k, p, order, unit_rate, make_dropout)
             units.append(block[f"conv{c}"])
             channels = width
         if dropout_placement == "block" and rate > 0 and b < len(blocks):
-            block["dropout"] = nn.Dropout(rate)
+            block["dropout"] = make_dropout(rate)
         layers[f"block{b}"] = nn.Sequential(block)
         if b in cfg.pool.after:
             if size < 2:
@@ -156,7 +161,7 @@ def build_model(cfg: Any) -> nn.Sequential:
             layers[f"pool{b}"] = nn.MaxPool2d(2)
             if cfg.pool.transition is not None:
                 cut = max(1, round(channels * cfg.pool.transition))
-                layers[f"transition{b}"] = _conv_unit(channels, cut, 1, 0, order, unit_rate)
+                layers[f"transition{b}"] = _conv_unit(channels, cut, 1, 0, order, unit_rate, make_dropout)
                 units.append(layers[f"transition{b}"])
                 channels = cut
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import MnistTensors, augment, load_mnist
 from .errors import ConfigError, OverBudgetError
@@ -59,6 +60,12 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"trainer.eval_batch_size={t.eval_batch_size} must be >= 1")
     if t.threads is not None and t.threads < 1:
         raise ConfigError(f"trainer.threads={t.threads} must be >= 1 or null")
+    if t.ema is not None and not 0.0 < t.ema < 1.0:
+        raise ConfigError(f"trainer.ema={t.ema} must be a decay in (0, 1), e.g. 0.999, or null for none")
+    aug = cfg.data.augment
+    if not (0.0 <= aug.brightness <= 1.0 and 0.0 <= aug.contrast < 1.0):
+        raise ConfigError(f"data.augment.brightness={aug.brightness} must be in [0, 1] and "
+                          f"data.augment.contrast={aug.contrast} in [0, 1)")
     if cfg.objective.metric not in OBJECTIVES:
         raise ConfigError(f"objective.metric={cfg.objective.metric!r} is not one of: {', '.join(OBJECTIVES)}")
     if cfg.objective.last_k < 1:
@@ -111,7 +118,8 @@ class _ProgressBar:
             sys.stderr.flush()
 
 
-def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: torch.Generator, bar: _ProgressBar):
+def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: torch.Generator, bar: _ProgressBar,
+                 average: Optional[AveragedModel] = None):
     model.train()
     x, y = data.train_x, data.train_y
     n, bs = len(x), cfg.trainer.batch_size
@@ -129,6 +137,8 @@ def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: 
         loss.backward()
         opt.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == yb).sum()
         bar.update(step)
@@ -189,15 +199,21 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
         f"{n_params:,}", device, len(data.train_x), len(data.val_x), len(data.test_x), epochs, steps_per_epoch,
     )
 
+    # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
+    # weights (use_buffers), so they match the averaged weights rather than the last step's.
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema), use_buffers=True)
+               if cfg.trainer.ema is not None else None)
+    evaluated = average.module if average is not None else model
+
     history: List[Dict[str, Any]] = []
     stop_reason = None
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         bar = _ProgressBar(cfg.trainer.progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
-        train = _train_epoch(model, opt, schedule, data, cfg, generator, bar)
+        train = _train_epoch(model, opt, schedule, data, cfg, generator, bar, average)
         t1 = time.perf_counter()
-        test = evaluate(model, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
+        test = evaluate(evaluated, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
         record: Dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train["loss"],
@@ -206,7 +222,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
             "test_acc": test["acc"],
         }
         if len(data.val_x):
-            val = evaluate(model, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
+            val = evaluate(evaluated, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
             record.update(val_loss=val["loss"], val_acc=val["acc"])
         t2 = time.perf_counter()
         record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t1)

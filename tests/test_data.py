@@ -202,3 +202,25 @@ def test_a_process_reuses_the_last_loaded_dataset():
     assert load_mnist(data_cfg(test_subset=100)) is first  # a sweep worker's next trial: no re-read
     other = load_mnist(data_cfg(test_subset=200))
     assert other is not first and len(other.test_x) == 200
+
+
+def test_brightness_and_contrast_jitter_each_image_and_leave_the_geometry_stream_alone(mnist):
+    from mnist_arch.data import MEAN, STD
+
+    batch = mnist.train_x[:64]
+    mild, strong = data_cfg().augment, compose("data/augment=strong").data.augment
+    assert (strong.brightness, strong.contrast, strong.rotation) == (0.2, 0.2, 12.0)
+    geometric = data_cfg(**{"augment.rotation": 12.0, "augment.translate": 0.1, "augment.scale": 0.1}).augment
+    plain = augment(batch, geometric, torch.Generator().manual_seed(3))
+    jittered = augment(batch, strong, torch.Generator().manual_seed(3))
+    # the same geometry (drawn first), then per image: raw' = raw * (1 + c) + b with |b| <= 0.2, |c| <= 0.2
+    raw, raw_j = plain * STD + MEAN, jittered * STD + MEAN
+    background = raw.abs() < 1e-6  # where the geometry left empty paper, only the brightness shift remains
+    shifts = torch.stack([(raw_j[i][background[i]]).mean() for i in range(len(batch))])
+    assert shifts.abs().max() <= 0.2 + 1e-5 and shifts.std() > 0.02  # each image its own shift
+    assert not torch.allclose(raw, raw_j)
+    # mild (no photometric jitter) draws exactly what it drew before brightness and contrast existed
+    assert mild.brightness == 0.0 and mild.contrast == 0.0
+    assert torch.equal(augment(batch, mild, torch.Generator().manual_seed(3)),
+                       augment(batch, mild, torch.Generator().manual_seed(3)))
+    assert compose("data/augment=none").data.augment.enabled is False

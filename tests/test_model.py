@@ -157,3 +157,20 @@ def test_a_pool_that_would_empty_the_image_is_refused():
     cfg = compose("model.padding=1", "model.widths.blocks=[[8],[8],[8],[8],[8]]", "model.pool.after=[1,2,3,4,5]")
     with pytest.raises(ConfigError, match=r"spatial size drops below 1 at the pool after block 5 \(28 -> 28 -> pool 14"):
         build_model(cfg.model)
+
+
+def test_dropout_kind_element_or_channel_same_places_same_parameters():
+    element = build_model(compose("model/dropout=conv").model)
+    channel = build_model(compose("model/dropout=conv", "model.dropout.kind=channel").model)
+    kinds = lambda model: {name: type(m).__name__ for name, m in model.named_modules() if "dropout" in name.split(".")[-1]}
+    assert set(kinds(element).values()) == {"Dropout"} and set(kinds(channel).values()) == {"Dropout2d"}
+    assert list(kinds(element)) == list(kinds(channel))
+    assert count_parameters(element) == count_parameters(channel) == 7988
+    halves = {kind: build_model(compose("model/dropout=conv", "model.dropout.rate=0.5", f"model.dropout.kind={kind}")
+                                .model).train().block1.conv1.dropout for kind in ("element", "channel")}
+    torch.manual_seed(0)
+    maps = {kind: layer(torch.ones(8, 10, 6, 6)).flatten(2) for kind, layer in halves.items()}
+    whole = lambda m: bool(((m == 0).all(-1) | (m != 0).all(-1)).all())  # every map all dropped or all kept
+    assert whole(maps["channel"]) and not whole(maps["element"])
+    with pytest.raises(ConfigError, match="model.dropout.kind='spatial' is not one of: element, channel"):
+        build_model(compose("model.dropout.kind=spatial").model)

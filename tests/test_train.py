@@ -180,3 +180,14 @@ def test_summary_command_prints_the_layer_table(tmp_path):
     assert any(row.split()[:5] == ["head.gap", "AdaptiveAvgPool2d", "16x1x1", "0", "28"] for row in lines)
     assert "total parameters: 7,988" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_ema_evaluates_the_weight_average_and_a_bad_decay_is_refused():
+    plain = fit(compose(*SMALL, "seed=3"))
+    averaged = fit(compose(*SMALL, "seed=3", "trainer.ema=0.9"))
+    # the same training steps (the average never feeds back), evaluated on other weights
+    assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
+    assert [h["test_acc"] for h in averaged["history"]] != [h["test_acc"] for h in plain["history"]]
+    for bad in ("0", "1.0", "-0.5"):
+        with pytest.raises(ConfigError, match=rf"trainer.ema={float(bad)} must be a decay in \(0, 1\)"):
+            fit(compose(*SMALL, f"trainer.ema={bad}"))
