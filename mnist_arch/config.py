@@ -107,7 +107,7 @@ class TrainerConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = MISSING
     channels_last: bool = MISSING
-    ema: Optional[float] = MISSING  # decay of the weight average evaluated each epoch; null: off
+    ema: Optional[float] = MISSING  # decay of the weight average evaluated each epoch; null or 0: off
     progress: bool = MISSING
     callbacks: Dict[str, Any] = MISSING  # name -> node with _target_
 

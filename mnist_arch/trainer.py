@@ -60,8 +60,8 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"trainer.eval_batch_size={t.eval_batch_size} must be >= 1")
     if t.threads is not None and t.threads < 1:
         raise ConfigError(f"trainer.threads={t.threads} must be >= 1 or null")
-    if t.ema is not None and not 0.0 < t.ema < 1.0:
-        raise ConfigError(f"trainer.ema={t.ema} must be a decay in (0, 1), e.g. 0.999, or null for none")
+    if t.ema is not None and not 0.0 <= t.ema < 1.0:
+        raise ConfigError(f"trainer.ema={t.ema} must be a decay in [0, 1), e.g. 0.999; 0 or null: no average")
     aug = cfg.data.augment
     if not (0.0 <= aug.brightness <= 1.0 and 0.0 <= aug.contrast < 1.0):
         raise ConfigError(f"data.augment.brightness={aug.brightness} must be in [0, 1] and "
@@ -202,7 +202,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
     # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
     # weights (use_buffers), so they match the averaged weights rather than the last step's.
     average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema), use_buffers=True)
-               if cfg.trainer.ema is not None else None)
+               if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
     evaluated = average.module if average is not None else model
 
     history: List[Dict[str, Any]] = []
