@@ -8,7 +8,7 @@ trial launched or record it untrained, all before the lock is let go.
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import optuna
@@ -59,6 +59,7 @@ class ClaimStep:
     custom_search_space: Optional[Callable[[Any, optuna.Trial], None]]
     config: Any
     n_complete_trials: Optional[int] = None  # end once this many completed (pruned, raced and failed ones aside)
+    _infeasible: set = field(default_factory=set)  # points found over budget or unbuildable by this invocation
     _capped_said: bool = False
     _exhausted_said: bool = False
 
@@ -74,11 +75,13 @@ class ClaimStep:
             capped = self._check_failures(trials)
             trained = [t for t in trials if is_trained(t)]
             running = any(t.state == TrialState.RUNNING for t in trained)
-            exhausted = self.space_size is not None and len(
-                {_key(t.params) for t in trained if _in_space(t.params, distributions)}) >= self.space_size
+            done = {_key(t.params) for t in trained if _in_space(t.params, distributions)} | self._infeasible
+            exhausted = self.space_size is not None and len(done) >= self.space_size
             if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials) or self._enough_complete(trained):
                 if exhausted and not running and not self._exhausted_said:
-                    log.info("every one of the search space's %d points has been trained: the sweep ends", self.space_size)
+                    infeasible = f" ({len(self._infeasible)} over budget or unbuildable)" if self._infeasible else ""
+                    log.info("every one of the search space's %d points has been tried%s: the sweep ends",
+                             self.space_size, infeasible)
                     self._exhausted_said = True
                 return Claim("wait" if running else "done")
             trial = study.ask(distributions)
@@ -96,6 +99,7 @@ class ClaimStep:
                 trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
                 return Claim("run", trial, overrides)
             # never launched: recorded before the lock is let go
+            self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change
             study.tell(trial, state=TrialState.PRUNED if verdict.rejected else TrialState.FAIL, skip_if_finished=True)
             if not verdict.rejected:
                 self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)

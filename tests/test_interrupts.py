@@ -124,7 +124,7 @@ def test_a_discrete_space_ends_when_every_point_is_trained(tmp_path):
     proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db",
                     f"hydra.sweep.dir={tmp_path}/sweep", "hydra.sweeper.n_trials=20"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "every one of the search space's 3 points has been trained: the sweep ends" in proc.stdout + proc.stderr
+    assert "every one of the search space's 3 points has been tried: the sweep ends" in proc.stdout + proc.stderr
     study = optuna.load_study(study_name="toy", storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
     assert sorted(t.params["x"] for t in study.get_trials()) == [0, 1, 2]
 

@@ -53,7 +53,7 @@ def toy(tmp_path, *args, study="toy", kind="sqlite"):
 def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables_need(tmp_path):
     proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra/sweeper/sampler=random",
                     "hydra.sweeper.sampler.seed=3", "hydra.sweeper.n_trials=3",
-                    "model.widths.multiplier=choice(1.0,3.0)", "model/norm=choice(bn_relu,relu_bn)",
+                    "model.widths.multiplier=choice(0.9,1.0,3.0)", "model/norm=choice(bn_relu,relu_bn)",
                     *storage_args(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = load(tmp_path)
@@ -125,7 +125,8 @@ def test_a_config_that_fails_whatever_the_trial_stops_the_sweep_at_once(tmp_path
 def test_a_trial_that_cannot_be_built_fails_alone(tmp_path):
     # Kernel 29 collapses the input; kernel 3 trains. The seeded sampler proposes 29 at least once.
     proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "trainer.epochs=1", "hydra/sweeper/sampler=random",
-                    "hydra.sweeper.sampler.seed=1", "model.kernel_size=choice(3,29)", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.sampler.seed=1", "model.kernel_size=choice(3,29)", "model.dropout.rate=choice(0.0,0.05)",
+                    "hydra.sweeper.n_trials=2",
                     *storage_args(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kinds = by_kind(load(tmp_path))

@@ -252,7 +252,7 @@ def test_a_choices_options_cannot_change_within_a_study_even_when_changes_are_al
     check_search_space(study, {"x": CategoricalDistribution([5])}, allow_change=True)
     check_search_space(study, {"x": CategoricalDistribution([5]), "y": IntDistribution(0, 3)}, allow_change=True)
     with pytest.raises(StorageError, match=r"study 's' chose x from choice\(5\); Optuna cannot change a choice's "
-                                           r"options within a study \(here choice\(0, 1\)\)"):
+                                           r"options within a study \(here choice\(0,1\)\)"):
         check_search_space(study, {"x": CategoricalDistribution([0, 1])}, allow_change=True)
 
 
@@ -263,3 +263,17 @@ def test_a_discrete_space_counts_only_its_own_points_as_trained():
     narrow = {"x": IntDistribution(0, 1)}
     train(study, claim(study, narrow, FIXED, "0"))
     assert claim(study, narrow, FIXED, "0").action == "run"  # x=1 is still to train
+
+
+def test_a_discrete_space_ends_when_its_points_are_trained_or_found_over_budget():
+    study, claim = study_with(0, 5, 1, 5, 6), claim_step(n_trials=10, space_size=4)
+    space = SPACE  # space_size=4 stands for a 4-point space: 0 and 1 train, 5 and 6 are over budget (x**2 > 9)
+    actions = []
+    for _ in range(6):
+        c = claim(study, space, FIXED, "0")
+        actions.append(c.action)
+        if c.action == "run":
+            train(study, c)
+        if c.action == "done":
+            break
+    assert actions == ["run", "skip", "run", "skip", "skip", "done"]  # 5 twice, 6: over budget; then all 4 are tried
