@@ -181,3 +181,21 @@ def test_n_complete_trials_ends_the_study_when_that_many_completed(tmp_path):
     done = trials(tmp_path)
     assert sum(t.state == TrialState.COMPLETE for t in done) == 3
     assert done[-1].state == TrialState.COMPLETE  # it ended at the third completed trial, far before n_trials
+
+
+@pytest.mark.parametrize("aggregate, bound", [("min", None), ("median", None), ("mean", 99.5)])
+def test_racing_is_exact_it_picks_what_the_full_repeats_pick_with_fewer_runs(aggregate, bound):
+    """benchmarks/repeats.py's simulated searches: raced and unraced agree on every winner (no value passes bound)."""
+    import random
+
+    from benchmarks.repeats import draw, make_repeats, search
+
+    mus = [99.30 + 0.15 * k / 19 for k in range(20)]
+    rng = random.Random(1)
+    worlds = [draw(20, 3, 0.035, rng) for _ in range(300)]
+    worlds = [(order, [[min(e, bound - mus[i] - 1e-6) if bound else e for e in row] for i, row in enumerate(noise)])
+              for order, noise in worlds]  # keep every run under the bound, as the guarantee assumes
+    full = [search(mus, w, make_repeats(3, aggregate, False)) for w in worlds]
+    raced = [search(mus, w, make_repeats(3, aggregate, True, bound)) for w in worlds]
+    assert [r["winner"] for r in raced] == [r["winner"] for r in full]
+    assert sum(r["runs"] for r in raced) < sum(r["runs"] for r in full)
