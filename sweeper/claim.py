@@ -75,8 +75,11 @@ class ClaimStep:
             capped = self._check_failures(trials)
             trained = [t for t in trials if is_trained(t)]
             running = any(t.state == TrialState.RUNNING for t in trained)
-            done = {_key(t.params) for t in trained if _in_space(t.params, distributions)} | self._infeasible
-            exhausted = self.space_size is not None and len(done) >= self.space_size
+            trained_here = {_key(t.params) for t in trained if _in_space(t.params, distributions)}
+            exhausted = self.space_size is not None and len(trained_here | self._infeasible) >= self.space_size
+            if exhausted and not trained_here:
+                raise SweepError(f"every one of the search space's {self.space_size} points is over budget or "
+                                 "unbuildable: the search space is over budget; narrow it or raise hydra.sweeper.budget.max")
             if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials) or self._enough_complete(trained):
                 if exhausted and not running and not self._exhausted_said:
                     infeasible = f" ({len(self._infeasible)} over budget or unbuildable)" if self._infeasible else ""

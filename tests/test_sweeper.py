@@ -59,8 +59,9 @@ def test_real_sweep_rejects_over_budget_trials_untrained_and_records_what_tables
     study = load(tmp_path)
     kinds = by_kind(study)
     assert len(kinds["complete"]) == 3  # n_trials counts trained trials only
-    assert kinds["rejected"], "seed 3 samples multiplier 3.0 at least once"
-    for t in kinds["rejected"]:
+    over = [t for t in kinds["rejected"] if t.user_attrs["rejected"] == "over_budget"]  # (others: points proposed twice)
+    assert over, "seed 3 samples multiplier 3.0 at least once"
+    for t in over:
         assert t.state == TrialState.PRUNED and t.params["model.widths.multiplier"] == 3.0
         assert t.user_attrs["n_params"] > 20000 and t.user_attrs["budget_max"] == 20000
         assert t.user_attrs["reason"] == f"n_params={t.user_attrs['n_params']:,} > budget.max_params=20,000"
@@ -99,7 +100,7 @@ def test_pruning_stops_a_hopeless_trial_early(tmp_path):
 
 
 def test_a_space_entirely_over_budget_stops_with_a_clear_message(tmp_path):
-    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "model.widths.multiplier=choice(3.0,4.0)",
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "model.widths.multiplier=interval(3.0,4.0)",
                     "hydra.sweeper.max_rejected_streak=3", *storage_args(tmp_path)], cwd=tmp_path)
     assert proc.returncode != 0
     assert "the last 3 trials were all over budget" in proc.stderr and "seems to be over budget" in proc.stderr
@@ -107,6 +108,11 @@ def test_a_space_entirely_over_budget_stops_with_a_clear_message(tmp_path):
     kinds = by_kind(load(tmp_path))
     assert set(kinds) == {"rejected"} and len(kinds["rejected"]) == 3
     assert not (tmp_path / "sweep" / "0").exists()
+    # a discrete space says so as soon as each of its points has been found over budget
+    proc = run_cli(["mnist_arch.train", "-m", *SMALL_REAL, "model.widths.multiplier=choice(3.0,4.0)",
+                    *storage_args(tmp_path, "discrete")], cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "every one of the search space's 2 points is over budget or unbuildable" in proc.stderr
 
 
 def test_a_config_that_fails_whatever_the_trial_stops_the_sweep_at_once(tmp_path):

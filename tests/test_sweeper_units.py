@@ -277,3 +277,12 @@ def test_a_discrete_space_ends_when_its_points_are_trained_or_found_over_budget(
         if c.action == "done":
             break
     assert actions == ["run", "skip", "run", "skip", "skip", "done"]  # 5 twice, 6: over budget; then all 4 are tried
+
+
+def test_a_discrete_space_all_over_budget_is_refused_once_each_point_is_found_so():
+    from sweeper.errors import SweepError
+
+    study, claim = study_with(5, 6), claim_step(n_trials=10, space_size=2)
+    assert [claim(study, SPACE, FIXED, "0").action for _ in range(2)] == ["skip", "skip"]
+    with pytest.raises(SweepError, match="every one of the search space's 2 points is over budget or unbuildable"):
+        claim(study, SPACE, FIXED, "0")
