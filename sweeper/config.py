@@ -228,6 +228,7 @@ class OptunaBudgetSweeperConf:
     threads_per_job: Optional[int] = None  # CPU threads per trial (with threads_key); null: cores / n_jobs
     storage_patience: int = 120  # seconds workers wait for an unreachable database before stopping
     repeats: RepeatsConf = field(default_factory=RepeatsConf)
+    callbacks: Optional[List[Any]] = None  # Optuna study callbacks, each {_target_: ..., args}: fn(study, trial) after each tell
     n_complete_trials: Optional[int] = None  # also end once this many trials completed (pruned ones say little)
 
 

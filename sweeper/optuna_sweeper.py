@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .api import ACTIVE_STUDIES, study_name
 from .budget import BudgetGate
+from .callbacks import make_callbacks, notify
 from .checks import check_objectives, check_settings
 from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
@@ -67,7 +68,8 @@ class OptunaBudgetSweeper:
                  objectives: Optional[List[str]], metrics: Optional[List[str]], budget: DictConfig, threads_key: Optional[str],
                  allow_search_space_change: bool, max_rejected_streak: int, heartbeat_interval: int,
                  grace_period: int, retry_stale_trials: bool, threads_per_job: Optional[int],
-                 storage_patience: int, repeats: DictConfig, n_complete_trials: Optional[int]) -> None:
+                 storage_patience: int, repeats: DictConfig, n_complete_trials: Optional[int],
+                 callbacks: Optional[List[Any]] = None) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
         self.directions = [str(getattr(d, "name", d)).lower() for d in directions]
@@ -100,6 +102,7 @@ class OptunaBudgetSweeper:
         self.retry_stale_trials, self.threads_per_job = retry_stale_trials, threads_per_job
         self.storage_patience = storage_patience
         self.repeats_cfg, self.n_complete_trials = repeats, n_complete_trials
+        self.callbacks = make_callbacks(callbacks)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -238,6 +241,7 @@ class OptunaBudgetSweeper:
                 self._running = None
                 continue
             verdict = claim.verdict
+            notify(self.callbacks, study, claim.trial._trial_id)
             said = "rejected" if verdict.rejected else "skipped" if verdict.duplicate else "FAILED (not launched)"
             log.info("trial %d %s: %s", claim.trial.number, said, verdict.message)
             streak += 1

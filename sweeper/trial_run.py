@@ -13,6 +13,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from .callbacks import notify
 from .errors import SweepError
 from .liveness import heartbeat
 from .outcome import job_outcome
@@ -152,4 +153,5 @@ class TrialRun:
             return
         self._retry(lambda: log_trial(self.sweeper, study, trial.number, state, values, attrs, seconds, error),
                     "reading the study after")
+        notify(self.sweeper.callbacks, study, trial._trial_id)
 
