@@ -1,15 +1,19 @@
+import math
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from mnist_arch.model import build_model
+from mnist_arch.model import build_model, count_parameters
 from mnist_arch.optim import build_optimizer, build_schedule
 
 from .support import REPO, compose, group_options
 
+GROUPS = ("data", "data/augment", "model", "model/widths", "model/norm", "model/dropout", "model/pool", "model/head",
+          "optim", "schedule", "trainer")
 GROUP_OVERRIDES = [
-    f"{group}={option}" for group in ("data", "model", "optim", "schedule", "trainer") for option in group_options(group)
+    f"{group}={option}" for group in GROUPS for option in group_options(group)
 ] + [f"+experiment={name}" for name in group_options("experiment")]
 
 
@@ -17,9 +21,17 @@ GROUP_OVERRIDES = [
 def test_every_config_in_conf_composes_and_resolves(override):
     cfg = compose(override)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no MISSING left anywhere
+    group, option = override.lstrip("+").split("=")
+    if group in ("optim", "schedule"):
+        assert cfg[group].name == option  # the option chosen is the one composed
     model = build_model(cfg.model)
     opt = build_optimizer(model.parameters(), cfg.optim)
-    build_schedule(opt, cfg.schedule, epochs=2, steps_per_epoch=3)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == count_parameters(model) > 0
+    schedule = build_schedule(opt, cfg.schedule, epochs=2, steps_per_epoch=3)
+    for _ in range(6):  # the whole schedule: learning rates stay finite, never negative (cosine ends at 0)
+        opt.step()
+        schedule.step()
+        assert all(math.isfinite(g["lr"]) and g["lr"] >= 0 for g in opt.param_groups)
 
 
 def test_defaults_are_the_documented_ones():
