@@ -56,8 +56,9 @@ class TrialRun:
             self._start_repeats(attrs, per_repeat)
         state, values, error = TrialState.FAIL, None, None
         for k in range(len(per_repeat), self.repeats.n):
-            direction = self.sweeper.directions[0]
-            if self.repeats.raced_out(first_values(per_repeat), incumbent(self.study, direction), direction):
+            direction = self.sweeper.directions[0]  # racing needs one objective (checked at start)
+            if self.repeats.race and self.repeats.raced_out(first_values(per_repeat), incumbent(self.study, direction),
+                                                            direction):
                 self._retry(lambda: self.trial.set_user_attr(RACED_OUT_ATTR, len(per_repeat)), "recording")
                 log.info("trial %d raced out after %d of %d repeats: %s %s cannot reach the best %.4g", self.trial.number,
                          len(per_repeat), self.repeats.n, self.repeats.aggregate, first_values(per_repeat),

@@ -199,3 +199,14 @@ def test_racing_is_exact_it_picks_what_the_full_repeats_pick_with_fewer_runs(agg
     raced = [search(mus, w, make_repeats(3, aggregate, True, bound)) for w in worlds]
     assert [r["winner"] for r in raced] == [r["winner"] for r in full]
     assert sum(r["runs"] for r in raced) < sum(r["runs"] for r in full)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_multi_objective_study_runs_with_and_without_repeats_each_objective_aggregated(tmp_path, n):
+    assert sweep(tmp_path, "x=range(5,6)", "returns=tuple", "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=[maximize,minimize]",
+                 f"hydra.sweeper.repeats.n={n}", "hydra.sweeper.repeats.aggregate=mean") == 0
+    (t,) = trials(tmp_path)
+    # the toy returns (x + per_seed[seed], -(x + per_seed[seed])); per_seed = [0, -3, 0]
+    assert t.values == ([5.0, -5.0] if n == 1 else [3.5, -3.5])
+    if n == 2:
+        assert t.user_attrs["repeat_values"] == [[5.0, -5.0], [2.0, -2.0]]
