@@ -51,7 +51,9 @@ class SweepTrial:
         trial_id = retry_transient(
             lambda: study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number),
             f"finding trial {number}", READ_PATIENCE_S)
-        self._trial = optuna.trial.Trial(study, trial_id)
+        # Trial() reads the trial (and the sampler's relative search space) from the storage as well
+        self._trial = retry_transient(lambda: optuna.trial.Trial(study, trial_id), f"opening trial {number}",
+                                      READ_PATIENCE_S)
         self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
 
     def _read(self):
