@@ -52,6 +52,19 @@ def train(study, claim, value=1.0):
     study.tell(claim.trial, value)
 
 
+def claim_until_done(study, claim, space=SPACE, limit=20):
+    """Claim, training each "run", until the step says "done"; the actions it took, in order."""
+    actions = []
+    for _ in range(limit):
+        c = claim(study, space, FIXED, "0")
+        actions.append(c.action)
+        if c.action == "run":
+            train(study, c)
+        if c.action == "done":
+            return actions
+    raise AssertionError(f"not done after {limit} claims: {actions}")
+
+
 # ------------------------------------------------------------------ the claim step and the budget gate
 
 
@@ -77,15 +90,7 @@ def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
     orphan = study.ask(SPACE)  # claimed but never launched (a claim an outage cut short)
     for x in (5, 1, 6, 2, 0):
         study.enqueue_trial({"x": x})
-    actions = []
-    while True:
-        c = claim(study, SPACE, FIXED, "0")
-        actions.append(c.action)
-        if c.action == "run":
-            train(study, c)
-        if c.action == "done":
-            break
-    assert actions == ["skip", "run", "skip", "run", "done"]  # 5 and 6 are over budget; 0 is never asked
+    assert claim_until_done(study, claim) == ["skip", "run", "skip", "run", "done"]  # 5 and 6 are over budget; 0 is never asked
     assert study.trials[orphan.number].state == TrialState.FAIL
     assert study.trials[orphan.number].user_attrs["error"].startswith("never launched")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
@@ -267,16 +272,8 @@ def test_a_discrete_space_counts_only_its_own_points_as_trained():
 
 def test_a_discrete_space_ends_when_its_points_are_trained_or_found_over_budget():
     study, claim = study_with(0, 5, 1, 5, 6), claim_step(n_trials=10, space_size=4)
-    space = SPACE  # space_size=4 stands for a 4-point space: 0 and 1 train, 5 and 6 are over budget (x**2 > 9)
-    actions = []
-    for _ in range(6):
-        c = claim(study, space, FIXED, "0")
-        actions.append(c.action)
-        if c.action == "run":
-            train(study, c)
-        if c.action == "done":
-            break
-    assert actions == ["run", "skip", "run", "skip", "skip", "done"]  # 5 twice, 6: over budget; then all 4 are tried
+    # space_size=4 stands for a 4-point space: 0 and 1 train, 5 and 6 are over budget (x**2 > 9)
+    assert claim_until_done(study, claim) == ["run", "skip", "run", "skip", "skip", "done"]  # 5 twice, 6: over budget; then all 4 are tried
 
 
 def test_a_discrete_space_all_over_budget_is_refused_once_each_point_is_found_so():
