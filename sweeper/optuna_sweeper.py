@@ -212,10 +212,10 @@ class OptunaBudgetSweeper:
                 if mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True}):
                     carried = requeue_finished_repeats(study, frozen)
             stop_workers(workers)
-            kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
-            repeats = (f", and {carried} finished repeat{'s' if carried > 1 else ''} of trial {self._running.number} "
-                       "queued to carry on") if carried else ""
             if worker is None or carried:
+                kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
+                repeats = (f", and {carried} finished repeat{'s' if carried > 1 else ''} of trial "
+                           f"{self._running.number} queued to carry on") if carried else ""
                 sys.stderr.write(f"interrupted: {kept} trained trials kept{repeats}; the same command resumes\n")
         sys.exit(exit_code(exc))
 

@@ -56,13 +56,7 @@ class TrialRun:
             self._start_repeats(attrs, per_repeat)
         state, values, error = TrialState.FAIL, None, None
         for k in range(len(per_repeat), self.repeats.n):
-            direction = self.sweeper.directions[0]  # racing needs one objective (checked at start)
-            if self.repeats.race and self.repeats.raced_out(first_values(per_repeat), incumbent(self.study, direction),
-                                                            direction):
-                self._retry(lambda: self.trial.set_user_attr(RACED_OUT_ATTR, len(per_repeat)), "recording")
-                log.info("trial %d raced out after %d of %d repeats: %s %s cannot reach the best %.4g", self.trial.number,
-                         len(per_repeat), self.repeats.n, self.repeats.aggregate, first_values(per_repeat),
-                         incumbent(self.study, direction))
+            if self._raced_out(per_repeat):
                 state, values = TrialState.PRUNED, None
                 break
             ret, attrs, took = self._launch(k)
@@ -77,6 +71,20 @@ class TrialRun:
             if self.repeats.active and per_repeat:
                 state, values = TrialState.COMPLETE, self.repeats.aggregated(per_repeat)
         self._tell(state, values, error, time.perf_counter() - started, attrs)
+
+    def _raced_out(self, per_repeat: List[List[float]]) -> bool:
+        """Racing's verdict before the next repeat; a trial raced out is marked so (and said in one line)."""
+        if not self.repeats.race or not per_repeat:
+            return False
+        direction = self.sweeper.directions[0]  # racing needs one objective (checked at start)
+        best = self._retry(lambda: incumbent(self.study, direction), "reading the best before racing")
+        so_far = first_values(per_repeat)
+        if not self.repeats.raced_out(so_far, best, direction):
+            return False
+        self._retry(lambda: self.trial.set_user_attr(RACED_OUT_ATTR, len(per_repeat)), "recording")
+        log.info("trial %d raced out after %d of %d repeats: %s %s cannot reach the best %.4g", self.trial.number,
+                 len(per_repeat), self.repeats.n, self.repeats.aggregate, so_far, best)
+        return True
 
     def _start_repeats(self, attrs: Dict[str, Any], per_repeat: List[List[float]]) -> None:
         """Mark the trial as repeated; a trial carrying on an interrupted one replays its per-step reports."""
