@@ -125,6 +125,17 @@ class ObjectiveConfig:
 
 
 @dataclass
+class TrackingConfig:
+    kind: str = MISSING  # none | mlflow | tensorboard (mnist_arch.tracking)
+    # each kind's YAML file gives the keys it uses; the others stay None
+    uri: Optional[str] = None  # mlflow: tracking URI
+    experiment: Optional[str] = None  # mlflow: experiment name
+    request_timeout_s: Optional[int] = None  # mlflow: per HTTP request to a tracking server
+    request_retries: Optional[int] = None  # mlflow: HTTP retries before the tracker gives up
+    log_dir: Optional[str] = None  # tensorboard: root of the event folders; None: the sweep's or run's folder
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -133,6 +144,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = MISSING
 
 

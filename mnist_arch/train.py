@@ -10,17 +10,19 @@ the configured objective, so a sweeper can optimise it.
 
 import json
 import logging
+import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import hydra
 import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, PRIMARY_CONFIG
 from .errors import ConfigError, report_in_one_line
+from .tracking import check_tracking, open_tracker, refuse_written_password
 from .trainer import fit
 
 log = logging.getLogger(__name__)
@@ -37,12 +39,19 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     out = Path(hydra_cfg.runtime.output_dir) / METRICS_FILE
     if out.exists():
         raise ConfigError(f"{out.parent} already holds a finished run ({METRICS_FILE}); give another hydra.run.dir")
+    check_tracking(cfg, OmegaConf.to_container(cfg.tracking, resolve=False).get("uri"))  # before any work
     callbacks = [instantiate(node) for node in cfg.trainer.callbacks.values()]
-    result = fit(cfg, callbacks)
+    tracker = open_tracker(cfg)
+    try:
+        result = fit(cfg, [*callbacks, tracker])
+    except BaseException as exc:  # failed or interrupted: the tracked run says so
+        tracker.fail(exc)
+        raise
     record = {"seed": cfg.seed, "overrides": list(hydra_cfg.overrides.task), **result}
     tmp = out.with_name(f".{METRICS_FILE}.part")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out)  # never half-written
+    tracker.finish([out])
     log.info(
         "best test acc %.2f%% (epoch %d), final %.2f%%, %s parameters, %.0fs; %s = %.4f -> %s",
         result["best_test_acc"], result["best_epoch"], result["final_test_acc"], f"{result['n_params']:,}",
@@ -83,7 +92,16 @@ def main() -> None:
     for that is replaced, for this command only; Hydra looks it up at call time.
     """
     hydra_internal.run_and_report = _run_and_report
+    report_in_one_line("Error: ", lambda: refuse_passwords_in(sys.argv[1:]))
     train_app()
+
+
+def refuse_passwords_in(args: List[str]) -> None:
+    """A password in a ``tracking.uri=`` override is refused before Hydra writes the command line to disk."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "tracking.uri":
+            refuse_written_password(value)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 ``fit(cfg)`` trains the model the config describes and returns a result dict (per-epoch history
 and summary metrics). It knows nothing about sweeps: progress goes out through plain callbacks,
 objects with ``on_epoch_end(epoch, record)`` that may return True to stop the run, and optionally
+``on_train_start()`` (the config checked, the model within budget, the data loaded) and
 ``on_train_end(result)``.
 """
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class EpochCallback(Protocol):
-    """What the trainer calls. ``on_train_end(result)`` is optional."""
+    """What the trainer calls. ``on_train_start()`` and ``on_train_end(result)`` are optional."""
 
     def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> Optional[bool]:
         """Called after each epoch's evaluation; return True to stop training."""
@@ -205,6 +206,9 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
                if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
     evaluated = average.module if average is not None else model
 
+    for callback in callbacks:
+        if hasattr(callback, "on_train_start"):
+            callback.on_train_start()
     history: List[Dict[str, Any]] = []
     stop_reason = None
     for epoch in range(1, epochs + 1):

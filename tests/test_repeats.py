@@ -5,7 +5,6 @@ The sweeps run through Hydra's real command-line entry point in this process (a 
 each), storage in a SQLite file under tmp_path.
 """
 
-import sys
 from pathlib import Path
 
 import optuna
@@ -17,6 +16,8 @@ from sweeper.api import SweepTrial
 from sweeper.errors import SweepError
 from sweeper.repeats import Repeats
 from sweeper.storage import open_storage
+
+from .support import in_process
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -113,16 +114,9 @@ def sweep(tmp_path: Path, *overrides: str) -> int:
     """One ``python -m tests.toy_app.app -m ...`` in this process; its exit status (0 when it returned)."""
     from tests.toy_app.app import main
 
-    argv = sys.argv
-    sys.argv = ["app", "-m", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweep.dir={tmp_path}/sweep",
-                "hydra.sweeper.study_name=repeats", "hydra/sweeper/pruner=none", "per_seed=[0,-3,0]", *overrides]
-    try:
-        main()
-        return 0
-    except SystemExit as exc:
-        return exc.code
-    finally:
-        sys.argv = argv
+    return in_process(main, ["app", "-m", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                             f"hydra.sweep.dir={tmp_path}/sweep", "hydra.sweeper.study_name=repeats",
+                             "hydra/sweeper/pruner=none", "per_seed=[0,-3,0]", *overrides])
 
 
 def trials(tmp_path):
