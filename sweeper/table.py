@@ -99,7 +99,9 @@ def metric_attrs(t: FrozenTrial) -> Dict[str, Any]:
     for key in {k for r in repeats for k in r}:
         values = [r.get(key) for r in repeats]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = fn(values)
+            joined = fn(values)
+            integral = all(isinstance(v, int) for v in values) and float(joined).is_integer()
+            out[key] = int(joined) if integral else joined  # counts stay counts (epochs, parameters)
     return out
 
 

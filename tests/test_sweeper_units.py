@@ -283,3 +283,20 @@ def test_a_discrete_space_all_over_budget_is_refused_once_each_point_is_found_so
     assert [claim(study, SPACE, FIXED, "0").action for _ in range(2)] == ["skip", "skip"]
     with pytest.raises(SweepError, match="every one of the search space's 2 points is over budget or unbuildable"):
         claim(study, SPACE, FIXED, "0")
+
+
+def test_repeated_trials_attributes_are_aggregated_as_the_objective_and_counts_stay_counts():
+    from optuna.trial import create_trial
+
+    from sweeper.table import metric_attrs
+
+    repeats = [{"best_epoch": 19, "n_params": 3955, "best_test_acc": 99.38}, {"best_epoch": 17, "n_params": 3955,
+                                                                              "best_test_acc": 99.30}]
+    mean = create_trial(value=1.0, user_attrs={"repeat_attrs": repeats})  # no aggregate stored: mean
+    assert metric_attrs(mean)["best_epoch"] == 18 and isinstance(metric_attrs(mean)["best_epoch"], int)
+    assert metric_attrs(mean)["n_params"] == 3955 and isinstance(metric_attrs(mean)["n_params"], int)
+    assert metric_attrs(mean)["best_test_acc"] == pytest.approx(99.34)
+    odd = create_trial(value=1.0, user_attrs={"repeat_attrs": [{"best_epoch": 19}, {"best_epoch": 18}]})
+    assert metric_attrs(odd)["best_epoch"] == 18.5
+    worst = create_trial(value=1.0, user_attrs={"repeat_attrs": repeats, "repeats_aggregate": "min"})
+    assert metric_attrs(worst)["best_test_acc"] == 99.30 and metric_attrs(worst)["best_epoch"] == 17
