@@ -108,6 +108,10 @@ def test_tensorboard_writes_one_event_folder_per_trial_with_a_scalar_per_epoch(t
             enumerate(t.user_attrs["curve"], 1))
         assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
         assert events.Scalars("final/best_test_acc")[0].value == pytest.approx(t.value)
+    assert mnist_train(tmp_path, "tracking=tensorboard", multirun=False) == 0  # a single run: its own folder
+    single = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    single.Reload()
+    assert [e.step for e in single.Scalars("test_acc")] == [1, 2]
 
 
 def closed_port() -> int:
