@@ -1,6 +1,7 @@
 """The ``tracking`` config group against the real trackers: MLflow (a local store) and TensorBoard event files.
 
-Each sweep here is real training (tiny model, 300 images, 2 epochs) run in this process.
+Each sweep here is real training (tiny model, 300 images, 2 epochs) run in this process: seconds each, so
+marked slow; the refusals before training run by default.
 """
 
 import socket
@@ -42,6 +43,7 @@ def by_role(runs, role):
     return [r for r in runs if r.data.tags.get("sweep.role") == role]
 
 
+@pytest.mark.slow
 def test_mlflow_a_sweep_is_a_parent_run_with_a_nested_run_per_trial_and_a_resume_reuses_the_parent(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert mnist_train(tmp_path, "tracking=mlflow", f"tracking.uri={uri}", "hydra.sweeper.n_trials=2",
@@ -67,6 +69,7 @@ def test_mlflow_a_sweep_is_a_parent_run_with_a_nested_run_per_trial_and_a_resume
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "config.yaml"}
 
 
+@pytest.mark.slow
 def test_mlflow_each_repeat_is_nested_under_its_trial_which_holds_their_aggregate(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert mnist_train(tmp_path, "tracking=mlflow", f"tracking.uri={uri}", "hydra.sweeper.n_trials=1",
@@ -83,6 +86,7 @@ def test_mlflow_each_repeat_is_nested_under_its_trial_which_holds_their_aggregat
     assert trial.data.metrics["repeats_run"] == 2
 
 
+@pytest.mark.slow
 def test_mlflow_a_single_run_is_one_run_and_the_default_store_is_beside_the_sweep_database(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -94,6 +98,7 @@ def test_mlflow_a_single_run_is_one_run_and_the_default_store_is_beside_the_swee
     assert run.info.artifact_uri.startswith((tmp_path / "outputs" / "mlartifacts").as_uri())
 
 
+@pytest.mark.slow
 def test_tensorboard_writes_one_event_folder_per_trial_with_a_scalar_per_epoch(tmp_path):
     pytest.importorskip("tensorboard")  # the [tensorboard] extra (the test extra installs it)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -120,6 +125,7 @@ def closed_port() -> int:
         return s.getsockname()[1]  # closed once the with ends: connections are refused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mlflow_unwritable", "mlflow_unreachable", "tensorboard_unwritable"])
 def test_a_tracker_that_cannot_write_is_a_warning_never_a_failed_trial(tmp_path, kind, capsys):
     blocker = tmp_path / "a_file"
@@ -144,6 +150,7 @@ def test_a_tracker_that_cannot_write_is_a_warning_never_a_failed_trial(tmp_path,
                                       for w in warnings)
 
 
+@pytest.mark.slow
 def test_a_password_written_in_the_tracking_uri_is_refused_and_one_from_the_environment_masked(
         tmp_path, capsys, monkeypatch):
     pytest.importorskip("mlflow")
