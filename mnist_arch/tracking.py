@@ -3,8 +3,8 @@
 ``open_tracker(cfg)`` gives the tracker the config asks for; ``run`` (train.py) passes it to the
 trainer as an epoch callback (it opens its run in ``on_train_start``, once the config is checked
 and the model is within budget, so a rejected config leaves no run behind) and calls ``finish``
-once ``metrics.json`` is written (or ``fail`` when the run raised). A tracker never stops training: the first error it meets is one warning
-line, and it logs nothing more for that run.
+once ``metrics.json`` is written (or ``fail`` when the run raised). A tracker never stops
+training: the first error it meets is one warning line, and it logs nothing more for that run.
 
 Where a run is in a sweep, it is read from Hydra's own config of the job (``hydra.mode``, the
 sweep folder, ``hydra.job.num``, and the sweeper's ``study_name`` and ``repeats`` where the
@@ -36,19 +36,19 @@ from .errors import ConfigError, squashed
 
 log = logging.getLogger(__name__)
 
-KINDS = ("none", "mlflow", "tensorboard")
-EXTRAS = {"mlflow": "mlflow", "tensorboard": "tensorboard"}  # kind -> (package to import, extra to install)
+KINDS = ("none", "mlflow", "tensorboard")  # each tracker's package and extra ([mlflow], [tensorboard]) share its name
+# sweeper.repeats.AGGREGATES, which this room may not import (the app never imports the sweeper)
 AGGREGATES: Dict[str, Callable[[Sequence[float]], float]] = {
     "mean": statistics.fmean, "min": min, "max": max, "median": statistics.median,
 }
 
-# tags by which runs are found again (a resumed sweep, the next repeat of a trial)
 PASSWORD_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+# tags by which runs are found again (a resumed sweep, the next repeat of a trial)
 STUDY_TAG, STORAGE_TAG, TRIAL_TAG, ROLE_TAG = "sweep.study", "sweep.storage", "sweep.trial", "sweep.role"
 
 
 class SweepPlace:
-    """Where a job stands: a single run, or trial ``trial`` (repeat ``repeat_value``) of study ``study``."""
+    """Where a job stands: a single run, or trial ``trial`` of study ``study`` (one repeat of it when ``repeat_key``)."""
 
     def __init__(self) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -99,23 +99,22 @@ def has_password(uri: str) -> bool:
     return masked_uri(uri) != uri
 
 
-def check_tracking(cfg: Any, written: Any) -> None:
+def check_tracking(cfg: DictConfig) -> None:
     """Before any work: a known kind, its package installed, no password written in the config or command line.
 
-    ``written`` is ``cfg.tracking.uri`` before interpolation: a URI from ``${oc.env:...}`` is fine.
+    The URI is checked as written, before interpolation: one from ``${oc.env:...}`` is fine.
     """
     kind = cfg.tracking.kind
     if kind not in KINDS:
         raise ConfigError(f"tracking.kind={kind!r} is not one of: {', '.join(KINDS)}")
     if kind == "none":
         return
-    package = EXTRAS[kind]
     try:
-        __import__(package)
+        __import__(kind)
     except ImportError:
-        raise ConfigError(f"tracking={kind} needs the {package} package: pip install -e '.[{kind}]'") from None
+        raise ConfigError(f"tracking={kind} needs the {kind} package: pip install -e '.[{kind}]'") from None
     if kind == "mlflow":
-        refuse_written_password(written)
+        refuse_written_password(OmegaConf.to_container(cfg.tracking, resolve=False).get("uri"))
 
 
 def refuse_written_password(written: Any) -> None:
@@ -212,6 +211,7 @@ class MLflowTracker(GuardedTracker):
         self.client: Any = None
         self.run_id: Optional[str] = None
         self.trial_run_id: Optional[str] = None  # with repeats: the trial's run, parent of this repeat's
+        self.experiment_id: Optional[str] = None
 
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
         """Each call to MLflow under the configured HTTP limits (where the environment sets none)."""
@@ -227,37 +227,28 @@ class MLflowTracker(GuardedTracker):
         self.guard(f"start a run at {masked_uri(self.uri)}", self._start)
 
     def _start(self) -> None:
-        self._open_run()
-        log.info("tracking: mlflow run %s at %s (experiment %s)", self.run_id, masked_uri(self.uri),
-                 self.cfg.tracking.experiment)
-
-    def _open_run(self) -> None:
+        """This job's run: a single run; a trial's run under the study's; or a repeat's under its trial's."""
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = self._experiment(str(self.cfg.tracking.experiment))
+        experiment = self.experiment_id = self._experiment(str(self.cfg.tracking.experiment))
         params = flat_params(self.cfg)
         place = self.place
         if not place.in_sweep:
-            run = self.client.create_run(experiment, run_name=place.run_dir.name, tags={ROLE_TAG: "run"})
-            self.run_id = run.info.run_id
-            self._log(params=params)
-            return
-        parent = self._parent(experiment)
-        tags = {STUDY_TAG: place.study, TRIAL_TAG: str(place.trial), "mlflow.parentRunId": parent}
-        name = f"trial {place.trial}"
-        if place.repeat_key is None:
-            self.run_id = self.client.create_run(experiment, run_name=name, tags={**tags, ROLE_TAG: "trial"}).info.run_id
-            self._log(params=params)
-            return
-        self.trial_run_id = self._find_or_create(
-            experiment, {**tags, ROLE_TAG: "trial"}, name,
-            lambda run_id: self._log(run_id, params={k: v for k, v in params.items() if k != place.repeat_key}))
-        value = params.get(place.repeat_key)
-        self.run_id = self.client.create_run(
-            experiment, run_name=f"{name} {place.repeat_key} {value}",
-            tags={**tags, ROLE_TAG: "repeat", "mlflow.parentRunId": self.trial_run_id}).info.run_id
+            name, tags = place.run_dir.name, {ROLE_TAG: "run"}
+        else:
+            name = f"trial {place.trial}"
+            tags = {STUDY_TAG: place.study, TRIAL_TAG: str(place.trial), "mlflow.parentRunId": self._parent(experiment),
+                    ROLE_TAG: "trial"}
+            if place.repeat_key is not None:
+                self.trial_run_id = self._find_or_create(experiment, tags, name, lambda run_id: self._log(
+                    run_id, params={k: v for k, v in params.items() if k != place.repeat_key}))
+                name = f"{name} {place.repeat_key} {params.get(place.repeat_key)}"
+                tags = {**tags, ROLE_TAG: "repeat", "mlflow.parentRunId": self.trial_run_id}
+        self.run_id = self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
         self._log(params=params)
+        log.info("tracking: mlflow run %s at %s (experiment %s)", self.run_id, masked_uri(self.uri),
+                 self.cfg.tracking.experiment)
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -354,7 +345,7 @@ class MLflowTracker(GuardedTracker):
     def _aggregate_repeats(self) -> None:
         """The trial's run: each final metric aggregated (the sweep's repeats.aggregate) over its finished repeats."""
         repeats = self.client.search_runs(
-            [self.client.get_run(self.trial_run_id).info.experiment_id],
+            [self.experiment_id],
             f"tags.`mlflow.parentRunId` = '{self.trial_run_id}' and attributes.status = 'FINISHED'")
         fn = AGGREGATES.get(self.place.aggregate, statistics.fmean)
         names = set.intersection(*(set(r.data.metrics) for r in repeats))
@@ -382,19 +373,18 @@ class TensorBoardTracker(GuardedTracker):
                 folder = folder / f"{place.repeat_key}_{OmegaConf.select(cfg, place.repeat_key)}"
         else:
             folder = root / place.run_dir.name if root else place.run_dir / "tensorboard"
-        self.folder = folder
-        self.config_text = OmegaConf.to_yaml(cfg, resolve=True)
+        self.folder, self.cfg = folder, cfg
 
     def on_train_start(self) -> None:
-        self.guard(f"write to {self.folder}", lambda: self._open(self.folder, self.config_text))
+        self.guard(f"write to {self.folder}", self._open)
 
-    def _open(self, folder: Path, config_text: str) -> None:
+    def _open(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        folder.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(log_dir=str(folder))
-        self.writer.add_text("config", "```\n" + config_text + "\n```", 0)
-        log.info("tracking: tensorboard events in %s", folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+        self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(self.cfg, resolve=True) + "\n```", 0)
+        log.info("tracking: tensorboard events in %s", self.folder)
 
     def on_epoch_end(self, epoch: int, record: Dict[str, Any]) -> None:
         if self.writer is None:

@@ -18,7 +18,7 @@ import hydra
 import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .config import CONF_DIR, PRIMARY_CONFIG
 from .errors import ConfigError, report_in_one_line
@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     out = Path(hydra_cfg.runtime.output_dir) / METRICS_FILE
     if out.exists():
         raise ConfigError(f"{out.parent} already holds a finished run ({METRICS_FILE}); give another hydra.run.dir")
-    check_tracking(cfg, OmegaConf.to_container(cfg.tracking, resolve=False).get("uri"))  # before any work
+    check_tracking(cfg)  # before any work
     callbacks = [instantiate(node) for node in cfg.trainer.callbacks.values()]
     tracker = open_tracker(cfg)
     try:
