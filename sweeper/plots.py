@@ -14,6 +14,7 @@ import optuna  # noqa: E402
 
 from .table import ACC_COLUMNS, SIZE, pareto_front  # noqa: E402
 from .errors import squashed  # noqa: E402
+from .repeats import REPEAT_ATTRS_ATTR  # noqa: E402
 from .trials import BUDGET_MAX_ATTR, attr  # noqa: E402
 
 TOP_CURVES = 8
@@ -65,19 +66,28 @@ def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, target: O
 
 def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional[float], path: Path,
            written: List[Path]) -> None:
+    """The top trials' per-epoch curves; a repeated trial draws one line per repeat, in one colour."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    top = [r for r in rows if r["state"] in ("complete", "pruned")][:TOP_CURVES]
+    top = [r for r in rows if r["state"] in ("complete", "pruned", "raced")][:TOP_CURVES]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in top:
-        curve = by_number[r["trial"]].user_attrs.get("curve") or []
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    repeated = False
+    for i, r in enumerate(top):
+        attrs = by_number[r["trial"]].user_attrs
+        runs = [a.get("curve") or [] for a in attrs.get(REPEAT_ATTRS_ATTR) or []] or [attrs.get("curve") or []]
+        repeated |= len(runs) > 1
         style = "-" if r["state"] == "complete" else ":"
-        ax.plot(range(1, len(curve) + 1), curve, style, marker=".", label=f"trial {r['trial']} ({r['state']})")
+        label = f"trial {r['trial']} ({r['state']}" + (f", {len(runs)} repeats)" if len(runs) > 1 else ")")
+        for k, curve in enumerate(runs):
+            ax.plot(range(1, len(curve) + 1), curve, style, color=colours[i % len(colours)], marker=".",
+                    label=label if k == 0 else None)
     if target is not None:
         ax.axhline(target, color="tab:orange", linestyle="--", linewidth=1)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials (dotted: pruned)")
+    each = ", a line per repeat" if repeated else ""
+    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials (dotted: pruned or raced out{each})")
     if top:
         ax.legend(fontsize=8)
     _save(fig, path, written)

@@ -403,3 +403,31 @@ def test_a_repeated_study_shows_each_repeat_aggregates_its_columns_and_what_raci
     text = run(parse_args(["--storage", url, "seeds"]))
     assert "each trial: 3 repeats; columns aggregate them as the objective does, 'held' asks it of every repeat" in text
     assert ", by racing: 3.3 min (estimated from the median full trial)" in text
+
+
+def test_curves_draw_every_repeat_of_a_repeated_trial_in_one_colour_and_raced_trials_dotted(tmp_path):
+    from sweeper.plots import curves
+    import matplotlib.pyplot as plt
+
+    study = optuna.create_study(study_name="seeds", storage=f"sqlite:///{tmp_path}/sweeps.db", direction="maximize")
+    runs = {0: [[98.0, 99.3], [98.5, 99.4], [97.9, 99.35]], 1: [[98.1, 99.1]]}
+    add(study, 4938, TrialState.COMPLETE, "tiny", 0.05,
+        {"launched": True, "repeats_n": 3, "repeats_aggregate": "min", "repeat_values": [99.3, 99.4, 99.35],
+         "best_test_acc": 99.3, "curve": runs[0][-1], "repeat_attrs": [{"curve": c, "min_last_k_test_acc": c[-1]} for c in runs[0]]})
+    add(study, 3000, TrialState.PRUNED, "s4", 0.2,
+        {"launched": True, "repeats_n": 3, "repeats_aggregate": "min", "raced_out_after": 1, "repeat_values": [99.1],
+         "curve": runs[1][0], "repeat_attrs": [{"curve": runs[1][0], "min_last_k_test_acc": 99.1}]})
+    figures = []
+    real_save = plt.Figure.savefig
+    plt.Figure.savefig = lambda fig, path, **kw: (figures.append(fig), real_save(fig, path, **kw))
+    try:
+        curves(study, trial_rows(study), 99.4, tmp_path / "curves.png", [])
+    finally:
+        plt.Figure.savefig = real_save
+    ax = figures[0].axes[0]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 2 and line.get_ydata()[0] < 99]
+    assert [list(line.get_ydata()) for line in lines] == [*runs[0], *runs[1]]
+    assert len({line.get_color() for line in lines[:3]}) == 1 and lines[3].get_color() != lines[0].get_color()
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "-", ":"]
+    assert ax.get_legend_handles_labels()[1] == ["trial 0 (complete, 3 repeats)", "trial 1 (raced)"]
+    assert "a line per repeat" in ax.get_title()
