@@ -57,9 +57,14 @@ def short_names(keys: Sequence[str]) -> Dict[str, str]:
     return names
 
 
+def params_of(t: FrozenTrial) -> Dict[str, Any]:
+    """The trial's hyperparameters; a queued (WAITING) trial has none yet, only the ones it was enqueued with."""
+    return t.params or (t.system_attrs.get("fixed_params") if t.state == TrialState.WAITING else None) or {}
+
+
 def varying_params(trials: Sequence[FrozenTrial]) -> List[str]:
-    keys = sorted({k for t in trials for k in t.params})
-    return [k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True) for t in trials}) > 1]
+    keys = sorted({k for t in trials for k in params_of(t)})
+    return [k for k in keys if len({json.dumps(params_of(t).get(k), sort_keys=True) for t in trials}) > 1]
 
 
 def rank_key(study: optuna.Study):
@@ -118,7 +123,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     Hyperparameters: those that vary, or every one with ``all_params`` (for csv and json).
     """
     trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))
-    keys = sorted({k for t in trials for k in t.params}) if all_params else varying_params(trials)
+    keys = sorted({k for t in trials for k in params_of(t)}) if all_params else varying_params(trials)
     names = short_names(keys) if not all_params else {k: k for k in keys}
     carried = {a for t in trials for a in metric_attrs(t)}
     metrics = {a: c for a, c in METRIC_COLUMNS.items() if a in carried}
@@ -139,7 +144,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
             "state": kind,
             "objective": t.values[0] if t.values and len(t.values) == 1 else (t.values or None),
             **{column: a.get(name) for name, column in metrics.items()},
-            **{names[k]: t.params.get(k) for k in keys},
+            **{names[k]: params_of(t).get(k) for k in keys},
         }
         if with_repeats:
             row["repeats"] = a.get("repeat_values")

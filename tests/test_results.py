@@ -431,3 +431,13 @@ def test_curves_draw_every_repeat_of_a_repeated_trial_in_one_colour_and_raced_tr
     assert [line.get_linestyle() for line in lines] == ["-", "-", "-", ":"]
     assert ax.get_legend_handles_labels()[1] == ["trial 0 (complete, 3 repeats)", "trial 1 (raced)"]
     assert "a line per repeat" in ax.get_title()
+
+
+def test_a_queued_trial_shows_the_parameters_it_was_enqueued_with(tmp_path):
+    study = optuna.create_study(study_name="q", storage=f"sqlite:///{tmp_path}/sweeps.db", direction="maximize")
+    add(study, 4938, TrialState.COMPLETE, "tiny", 0.05, {"launched": True, "best_test_acc": 99.3})
+    add(study, 3955, TrialState.COMPLETE, "s4", 0.02, {"launched": True, "best_test_acc": 99.2})
+    study.enqueue_trial({"model/widths": "s4", "optim.lr": 0.03})  # what a repeated trial's carry-on is
+    rows = trial_rows(study)
+    assert [(r["trial"], r["state"], r["widths"], r["lr"]) for r in rows] == [
+        (0, "complete", "tiny", 0.05), (1, "complete", "s4", 0.02), (2, "waiting", "s4", 0.03)]
