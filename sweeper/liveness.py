@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -79,21 +79,20 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> 
         failed.append(trial.number)
         log.warning("trial %d had no heartbeat for %.0fs: marked failed", trial.number, now - last_sign_of_life(trial))
         if retry and trial.user_attrs.get("launched"):
-            carried = carried_over(study._storage.get_trial(trial._trial_id))
-            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number, **carried},
-                                skip_if_exists=False)
+            carried = requeue(study, trial, {"retry_of": trial.number})
             log.info("trial %d re-queued with the same parameters%s", trial.number,
-                     f" and its {len(carried['repeat_values'])} finished repeats" if carried else "")
+                     f" and its {carried} finished repeats" if carried else "")
     return failed
 
 
-def requeue_finished_repeats(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-    """Queue an interrupted trial's point again with its finished repeats, so a resume runs only those left.
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: Optional[Dict[str, Any]] = None,
+            only_with_repeats: bool = False) -> int:
+    """Queue a failed trial's point again, with ``attrs`` and its finished repeats, so a resume runs only those left.
 
-    Returns how many repeats it carries (0: nothing queued)."""
+    Returns how many repeats it carries. ``only_with_repeats``: queue nothing when it carries none."""
     carried = carried_over(study._storage.get_trial(trial._trial_id))
-    if carried:
-        study.enqueue_trial(dict(trial.params), user_attrs=carried, skip_if_exists=False)
+    if carried or not only_with_repeats:
+        study.enqueue_trial(dict(trial.params), user_attrs={**(attrs or {}), **carried}, skip_if_exists=False)
     return len(carried.get("repeat_values", ()))
 
 

@@ -43,7 +43,7 @@ from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
 from .interrupts import INTERRUPTED_ATTR, Interrupted, exit_code, ignore_interrupts, interruptible
-from .liveness import mark_failed, requeue_finished_repeats
+from .liveness import mark_failed, requeue
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler
@@ -210,7 +210,7 @@ class OptunaBudgetSweeper:
             if self._running is not None:
                 frozen = study._storage.get_trial(self._running._trial_id)
                 if mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True}):
-                    carried = requeue_finished_repeats(study, frozen)
+                    carried = requeue(study, frozen, only_with_repeats=True)
             stop_workers(workers)
             if worker is None or carried:
                 kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
