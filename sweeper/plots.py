@@ -41,10 +41,13 @@ def _optuna_plot(make, study, path: Path, written: List[Path], notes: List[str])
 def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, target: Optional[float], path: Path,
                            written: List[Path], acc: str = "best_acc") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for state, marker, color in (("complete", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
+    kinds = [("complete", "complete", "o", "tab:blue"), ("pruned", "pruned", "v", "tab:gray")]
+    if any(r["state"] == "raced" for r in rows):  # repeated trials: the repeats run so far, aggregated
+        kinds.append(("raced", "raced out", "^", "tab:purple"))
+    for state, name, marker, color in kinds:
         pts = [r for r in rows if r["state"] == state and r.get(acc) is not None and r["params"] is not None]
         ax.scatter([r["params"] for r in pts], [r[acc] for r in pts], marker=marker, color=color,
-                   label=f"{state} ({len(pts)})", alpha=0.8)
+                   label=f"{name} ({len(pts)})", alpha=0.8)
     rejected = [r["params"] for r in rows if r["state"] == "rejected" and r["params"] is not None]
     if rejected:
         ax.scatter(rejected, [ax.get_ylim()[0]] * len(rejected), marker="x", color="tab:red",
@@ -71,7 +74,7 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
     top = [r for r in rows if r["state"] in ("complete", "pruned", "raced")][:TOP_CURVES]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    repeated = False
+    repeated, late = False, []
     for i, r in enumerate(top):
         attrs = by_number[r["trial"]].user_attrs
         runs = [a.get("curve") or [] for a in attrs.get(REPEAT_ATTRS_ATTR) or []] or [attrs.get("curve") or []]
@@ -79,15 +82,20 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
         style = "-" if r["state"] == "complete" else ":"
         label = f"trial {r['trial']} ({r['state']}" + (f", {len(runs)} repeats)" if len(runs) > 1 else ")")
         for k, curve in enumerate(runs):
+            late += curve[min(len(curve) - 1, max(1, len(curve) // 4)):]  # the first epochs' low start would squash the rest
             ax.plot(range(1, len(curve) + 1), curve, style, color=colours[i % len(colours)], marker=".",
                     label=label if k == 0 else None)
     if target is not None:
         ax.axhline(target, color="tab:orange", linestyle="--", linewidth=1)
+    if late:
+        low, high = min(late + ([target] if target is not None else [])), max(late)
+        margin = max(0.05, (high - low) * 0.1)
+        ax.set_ylim(low - margin, high + margin)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    each = ", a line per repeat" if repeated else ""
-    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials (dotted: pruned or raced out{each})")
+    each = "; a line per repeat" if repeated else ""
+    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials\n(dotted: pruned or raced out{each})")
     if top:
         ax.legend(fontsize=8)
     _save(fig, path, written)

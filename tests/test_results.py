@@ -405,8 +405,8 @@ def test_a_repeated_study_shows_each_repeat_aggregates_its_columns_and_what_raci
     assert ", by racing: 3.3 min (estimated from the median full trial)" in text
 
 
-def test_curves_draw_every_repeat_of_a_repeated_trial_in_one_colour_and_raced_trials_dotted(tmp_path):
-    from sweeper.plots import curves
+def test_plots_of_a_repeated_study_draw_every_repeat_in_one_colour_and_raced_trials_apart(tmp_path):
+    from sweeper.plots import accuracy_vs_parameters, curves
     import matplotlib.pyplot as plt
 
     study = optuna.create_study(study_name="seeds", storage=f"sqlite:///{tmp_path}/sweeps.db", direction="maximize")
@@ -422,6 +422,7 @@ def test_curves_draw_every_repeat_of_a_repeated_trial_in_one_colour_and_raced_tr
     plt.Figure.savefig = lambda fig, path, **kw: (figures.append(fig), real_save(fig, path, **kw))
     try:
         curves(study, trial_rows(study), 99.4, tmp_path / "curves.png", [])
+        accuracy_vs_parameters(trial_rows(study), 5000, 99.4, tmp_path / "a.png", [], acc="min_last_k")
     finally:
         plt.Figure.savefig = real_save
     ax = figures[0].axes[0]
@@ -431,6 +432,10 @@ def test_curves_draw_every_repeat_of_a_repeated_trial_in_one_colour_and_raced_tr
     assert [line.get_linestyle() for line in lines] == ["-", "-", "-", ":"]
     assert ax.get_legend_handles_labels()[1] == ["trial 0 (complete, 3 repeats)", "trial 1 (raced)"]
     assert "a line per repeat" in ax.get_title()
+    assert ax.get_ylim()[0] > 98.0  # zoomed past the first epoch (the second half here), the target in view
+    assert ax.get_ylim()[0] < 99.1 and ax.get_ylim()[1] > 99.4
+    scatter = figures[1].axes[0]
+    assert scatter.get_legend_handles_labels()[1][:3] == ["complete (1)", "pruned (0)", "raced out (1)"]
 
 
 def test_a_queued_trial_shows_the_parameters_it_was_enqueued_with(tmp_path):
