@@ -97,11 +97,9 @@ class ClaimStep:
                 return self._skip_duplicate(study, trial, overrides, twin)
             verdict = self.gate.check(trial, overrides)
             if verdict is None:
-                # "launched" last: whoever sees it (a sibling worker, the stale-trial sweep, a reader)
-                # finds the worker and its pid already there
+                trial.set_user_attr(LAUNCHED_ATTR, True)
                 trial.set_user_attr("worker", worker)
                 trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
-                trial.set_user_attr(LAUNCHED_ATTR, True)
                 return Claim("run", trial, overrides)
             # never launched: recorded before the lock is let go
             self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change

@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.storage import open_storage
+from sweeper.storage import StorageError, open_storage
 
 from .support import REPO, run_cli
 
@@ -40,10 +40,17 @@ def toy_args(tmp_path, study, *extra):
 
 
 def trials(tmp_path, study):
+    """The study's trials; none while the sweep has not created its database, study or tables yet."""
+    if not (tmp_path / "sweeps.db").exists():
+        return []  # opening it here would create the schema, racing the sweep's own creation
     try:
         return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{tmp_path}/sweeps.db")).get_trials()
     except KeyError:  # not created yet
         return []
+    except StorageError as exc:  # the sweep is creating the tables this very moment
+        if "already exists" in str(exc):
+            return []
+        raise
 
 
 def start(args, tmp_path):

@@ -155,8 +155,8 @@ def test_sigkill_of_one_postgres_worker_mid_trial_is_survived(postgres, tmp_path
             f"hydra.sweeper.study_name={study}", "hydra.sweeper.retry_stale_trials=true"]
     procs = start_workers(3, args, tmp_path, url)
     victim = wait_for(lambda: next((t for t in trials_of(url, study)
-                                    if t.state == TrialState.RUNNING and t.user_attrs.get("launched")), None))
-    pid = int(victim.user_attrs["host_pid"].rsplit(":", 1)[1])
+                                    if t.state == TrialState.RUNNING and t.user_attrs.get("host_pid")), None))
+    pid = int(victim.user_attrs["host_pid"].rsplit(":", 1)[1])  # written after "launched": wait for the pid itself
     os.killpg(pid, signal.SIGKILL)  # each worker leads its own session
     survivors = [p for p in procs if p.pid != pid]
     outputs = finish(survivors)

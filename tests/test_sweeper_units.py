@@ -85,17 +85,6 @@ def test_over_budget_is_rejected_untrained_and_exactly_at_budget_may_train():
         "x=3", "hydra.sweeper.budget.max=9"]
 
 
-def test_a_claim_marks_launched_last_so_whoever_sees_the_mark_finds_the_worker_and_pid():
-    storage = optuna.storages.InMemoryStorage()
-    written = []
-    set_attr = storage.set_trial_user_attr
-    storage.set_trial_user_attr = lambda trial_id, key, value: (written.append(key), set_attr(trial_id, key, value))
-    study = optuna.create_study(storage=storage, direction="maximize")
-    study.enqueue_trial({"x": 2})
-    assert claim_step()(study, SPACE, FIXED, "w0").action == "run"
-    assert written[-1] == "launched" and {"worker", "host_pid"} <= set(written[:-1])
-
-
 def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
     study, claim = study_with(), claim_step(n_trials=2)
     orphan = study.ask(SPACE)  # claimed but never launched (a claim an outage cut short)
