@@ -97,6 +97,7 @@ class ScheduleConfig:
     step_size: int = 6  # step: epochs between decays
     gamma: float = 0.1  # step
     eta_min: float = 0.0  # cosine
+    anneal_epochs: int = 0  # any schedule: its rate ramped linearly to zero over this many last epochs; 0: off
 
 
 @dataclass
@@ -108,6 +109,9 @@ class TrainerConfig:
     threads: Optional[int] = MISSING
     channels_last: bool = MISSING
     ema: Optional[float] = MISSING  # decay of the weight average evaluated each epoch; null or 0: off
+    ema_warmup: bool = MISSING  # the average's decay ramps up as min(ema, (1 + n) / (10 + n)) after n updates
+    bn_recompute: int = MISSING  # batches of clean training images to recompute BatchNorm statistics from; 0: off
+    label_smoothing: float = MISSING  # share of the training target spread over all classes; 0: plain targets
     progress: bool = MISSING
     callbacks: Dict[str, Any] = MISSING  # name -> node with _target_
 

@@ -4,7 +4,7 @@ Every schedule is stepped once per batch, so one training loop serves them all.
 """
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, List
 
 import torch
 from torch.optim import lr_scheduler
@@ -79,6 +79,51 @@ def _constant(opt: torch.optim.Optimizer, cfg: Any, total_steps: int, steps_per_
 SCHEDULES = {"onecycle": _onecycle, "step": _step, "cosine": _cosine, "none": _constant}
 
 
-def build_schedule(opt: torch.optim.Optimizer, cfg: Any, epochs: int, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+class AnnealedEnd:
+    """Any schedule with its rate ramped linearly to zero over the last ``anneal_steps`` steps.
+
+    The inner schedule keeps its own rates: before each of its steps the groups get back the rate
+    it set (cosine's recursive form reads them), and the ramp multiplies what it sets next. Step
+    ``s`` (0-based) trains at ``min(1, (total - s) / anneal_steps)`` of the inner rate, so the last
+    step trains at ``1 / anneal_steps`` of it: near zero, never exactly (that step would be wasted).
+    """
+
+    def __init__(self, inner: lr_scheduler.LRScheduler, total_steps: int, anneal_steps: int):
+        self.inner, self.total, self.anneal = inner, total_steps, anneal_steps
+        self.optimizer = inner.optimizer
+        self.steps = 0
+        self._apply()
+
+    def factor(self, step: int) -> float:
+        return min(1.0, max(0, self.total - step) / self.anneal)
+
+    def _apply(self) -> None:
+        f = self.factor(self.steps)
+        for group, lr in zip(self.optimizer.param_groups, self.inner.get_last_lr()):
+            group["lr"] = lr * f
+
+    def step(self) -> None:
+        for group, lr in zip(self.optimizer.param_groups, self.inner.get_last_lr()):
+            group["lr"] = lr
+        self.inner.step()
+        self.steps += 1
+        self._apply()
+
+    def get_last_lr(self) -> List[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+def check_schedule(cfg: Any, epochs: int) -> None:
+    """The schedule's values that need the epoch count, before any data is loaded."""
+    lookup(SCHEDULES, cfg.name, "schedule.name")
+    if not 0 <= cfg.anneal_epochs <= epochs:
+        raise ConfigError(f"schedule.anneal_epochs={cfg.anneal_epochs} must be between 0 and trainer.epochs={epochs}")
+
+
+def build_schedule(opt: torch.optim.Optimizer, cfg: Any, epochs: int, steps_per_epoch: int):
+    """The schedule ``cfg`` names, stepped once per batch; with ``anneal_epochs`` its end ramped to zero."""
     make = lookup(SCHEDULES, cfg.name, "schedule.name")
-    return make(opt, cfg, epochs * steps_per_epoch, steps_per_epoch)
+    check_schedule(cfg, epochs)
+    total = epochs * steps_per_epoch
+    schedule = make(opt, cfg, total, steps_per_epoch)
+    return AnnealedEnd(schedule, total, cfg.anneal_epochs * steps_per_epoch) if cfg.anneal_epochs else schedule

@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .data import MnistTensors, augment, load_mnist
 from .errors import ConfigError, OverBudgetError
 from .model import build_model, count_parameters
-from .optim import build_optimizer, build_schedule, check_optim
+from .optim import build_optimizer, build_schedule, check_optim, check_schedule
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"trainer.threads={t.threads} must be >= 1 or null")
     if t.ema is not None and not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"trainer.ema={t.ema} must be a decay in [0, 1), e.g. 0.999; 0 or null: no average")
+    if t.bn_recompute < 0:
+        raise ConfigError(f"trainer.bn_recompute={t.bn_recompute} must be >= 0 (batches; 0: off)")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigError(f"trainer.label_smoothing={t.label_smoothing} must be in [0, 1)")
     aug = cfg.data.augment
     if not (0.0 <= aug.brightness <= 1.0 and 0.0 <= aug.contrast < 1.0):
         raise ConfigError(f"data.augment.brightness={aug.brightness} must be in [0, 1] and "
@@ -74,6 +78,7 @@ def check_config(cfg: Any) -> None:
     if "val" in cfg.objective.metric and cfg.data.val_size == 0:
         raise ConfigError(f"objective.metric={cfg.objective.metric} needs a validation split: set data.val_size > 0")
     check_optim(cfg.optim)
+    check_schedule(cfg.schedule, t.epochs)
     max_params = cfg.budget.max_params
     if max_params is not None and max_params < 1:
         raise ConfigError(f"budget.max_params={max_params} must be a positive number, or null to turn the guard off")
@@ -82,6 +87,55 @@ def check_config(cfg: Any) -> None:
 def check_budget(n_params: int, max_params: Optional[int]) -> None:
     if max_params is not None and n_params > max_params:
         raise OverBudgetError(n_params, max_params)
+
+
+def ema_decays(decay: float, warmup: bool):
+    """``multi_avg_fn`` of an exponential moving average for ``AveragedModel``.
+
+    Without warm-up it is torch's own (every update uses ``decay``, from the copy of the first
+    step's weights on). With it, the update after ``n`` averaged steps uses
+    ``min(decay, (1 + n) / (10 + n))``: 2/11, 3/12, 4/13, ... so the average follows the raw weights
+    at first and forgets the initial ones within an epoch. ``n`` is the model's own count, a device
+    tensor: the decay is computed there, with no host sync per step.
+    """
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averaged: List[torch.Tensor], current: List[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = num_averaged.double()
+        d = torch.clamp((1 + n) / (10 + n), max=decay)
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, (1 - d).to(a.dtype))
+            else:  # integer buffers (BatchNorm's batch count), as torch's own EMA treats them
+                a.copy_(a * d + c * (1 - d))
+
+    return update
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: torch.nn.Module, x: torch.Tensor, batch_size: int, n_batches: int) -> None:
+    """Replace every BatchNorm layer's running statistics with their mean over ``n_batches`` clean batches.
+
+    The batches are the first ``n_batches * batch_size`` images of ``x`` (no augmentation); only the
+    BatchNorm layers run in training mode (dropout stays off), with a cumulative average
+    (momentum None), as ``torch.optim.swa_utils.update_bn`` does for averaged weights.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for start in range(0, min(len(x), n_batches * batch_size), batch_size):
+        model(x[start : start + batch_size])
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
 
 
 @torch.inference_mode()
@@ -133,7 +187,7 @@ def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: 
         if cfg.data.augment.enabled:
             xb = augment(xb, cfg.data.augment, generator)
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.trainer.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -202,7 +256,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
 
     # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
     # weights (use_buffers), so they match the averaged weights rather than the last step's.
-    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema), use_buffers=True)
+    average = (AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup), use_buffers=True)
                if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
     evaluated = average.module if average is not None else model
 
@@ -217,6 +271,9 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
         bar = _ProgressBar(cfg.trainer.progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
         train = _train_epoch(model, opt, schedule, data, cfg, generator, bar, average)
         t1 = time.perf_counter()
+        if cfg.trainer.bn_recompute:  # statistics of the weights evaluated, from clean images
+            recompute_batchnorm(evaluated, data.train_x, cfg.trainer.batch_size, cfg.trainer.bn_recompute)
+        t_bn = time.perf_counter()
         test = evaluate(evaluated, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
         record: Dict[str, Any] = {
             "epoch": epoch,
@@ -229,12 +286,16 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
             val = evaluate(evaluated, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
             record.update(val_loss=val["loss"], val_acc=val["acc"])
         t2 = time.perf_counter()
-        record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t1)
+        record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t_bn)
+        if cfg.trainer.bn_recompute:
+            record["bn_seconds"] = t_bn - t1
         history.append(record)
         val_text = f"  val acc {record['val_acc']:.2f}%" if "val_acc" in record else ""
+        bn_text = f" (BN stats {record['bn_seconds']:.1f}s)" if "bn_seconds" in record else ""
         log.info(
-            "epoch %2d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  lr %.4f  %.1fs",
+            "epoch %2d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  lr %.4f  %.1fs%s",
             epoch, epochs, train["loss"], train["acc"], test["loss"], test["acc"], val_text, lr, record["seconds"],
+            bn_text,
         )
         if not math.isfinite(train["loss"]):
             stop_reason = "train loss is not finite (diverged)"
