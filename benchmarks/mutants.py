@@ -3,6 +3,9 @@
     python benchmarks/mutants.py               # every mutant, default pytest (-x: stop at the first failure)
     python benchmarks/mutants.py --list        # their names
     python benchmarks/mutants.py pareto_weak   # one of them
+    python benchmarks/mutants.py --quick       # only the test files named with each mutant: a quick check
+                                               # (a failure there fails the default run too; a survivor
+                                               # there is only a suspect: run it without --quick)
 
 Each mutant is applied to a copy of the tree (``git worktree`` at HEAD, so uncommitted edits are
 not seen), the default test command runs there, and the table says which were caught and by
@@ -20,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# name: (what it breaks, file, text in the code, its replacement)
+# name: (what it breaks, file, text in the code, its replacement[, test files that should catch it])
 MUTANTS = {
     "over_budget_launched": (
         "over-budget trials launched anyway", "sweeper/budget.py",
@@ -54,11 +57,80 @@ MUTANTS = {
     "params_off_by_one": (
         "parameter count off by one", "mnist_arch/model.py",
         "return sum(p.numel() for p in model.parameters())", "return sum(p.numel() for p in model.parameters()) + 1"),
+    # The second mutation check: bugs a user would meet that the first fast suite let through.
+    "race_against_worst": (
+        "racing compares against the worst completed trial", "sweeper/trial_run.py",
+        'return max(values) if direction == "maximize" else min(values)',
+        'return min(values) if direction == "maximize" else max(values)', ["tests/test_repeats.py"]),
+    "nan_later_objective": (
+        "NaN/inf in a later objective told as COMPLETE", "sweeper/outcome.py",
+        "if not all(math.isfinite(v) for v in values):", "if not math.isfinite(values[0]):",
+        ["tests/test_sweeper_units.py"]),
+    "export_trial_zero": (
+        "--export --trial 0 exports the best trial", "sweeper/export.py",
+        "    if number is not None:\n        match", "    if number:\n        match", ["tests/test_results.py"]),
+    "eval_in_train_mode": (
+        "evaluation without model.eval()", "mnist_arch/trainer.py",
+        "    model.eval()\n    loss = torch.zeros", "    loss = torch.zeros", ["tests/test_train.py"]),
+    "step_per_batch": (
+        "schedule=step decays every step_size batches", "mnist_arch/optim.py",
+        "period = cfg.step_size * steps_per_epoch", "period = cfg.step_size", ["tests/test_train.py"]),
+    "sigterm_unhandled": (
+        "SIGTERM no longer handled", "sweeper/interrupts.py",
+        "for signum in (signal.SIGTERM, signal.SIGHUP):", "for signum in (signal.SIGHUP,):",
+        ["tests/test_interrupts.py"]),
+    "tracker_keeps_secrets": (
+        "the MLflow tracker's warnings show a password from the environment", "mnist_arch/tracking.py",
+        "super().__init__(secrets=passwords_in(self.uri))", "super().__init__()", ["tests/test_tracking.py"]),
+    # Their siblings: promises of README's that no fast test watched.
+    "ema_warmup_ignored": (
+        "trainer.ema_warmup=true ignored", "mnist_arch/trainer.py",
+        "    if not warmup:\n", "    if True:\n", ["tests/test_training_end.py"]),
+    "bn_recompute_with_dropout": (
+        "BatchNorm statistics recomputed with dropout on", "mnist_arch/trainer.py",
+        "    model.eval()\n    saved = [m.momentum", "    model.train()\n    saved = [m.momentum",
+        ["tests/test_training_end.py"]),
+    "label_smoothing_ignored": (
+        "trainer.label_smoothing ignored", "mnist_arch/trainer.py",
+        "label_smoothing=cfg.trainer.label_smoothing)", "label_smoothing=0.0)", ["tests/test_training_end.py"]),
+    "anneal_ignored": (
+        "schedule.anneal_epochs ignored", "mnist_arch/optim.py",
+        "return min(1.0, max(0, self.total - step) / self.anneal)", "return 1.0", ["tests/test_training_end.py"]),
+    "rank_ignores_direction": (
+        "results table ranks a minimize study worst first", "sweeper/table.py",
+        "sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1", "sign = -1",
+        ["tests/test_results.py"]),
+    "val_inside_train": (
+        "validation images also trained on", "mnist_arch/data.py",
+        "train_idx, val_idx = order[: n_train - cfg.val_size].sort().values",
+        "train_idx, val_idx = order[:n_train].sort().values", ["tests/test_data.py"]),
+    "divergence_not_stopped": (
+        "a diverged run (non-finite loss) trains on", "mnist_arch/trainer.py",
+        'if not math.isfinite(train["loss"]):', "if False:", ["tests/test_train.py"]),
+    "best_epoch_latest": (
+        "best epoch is the latest among equals", "mnist_arch/trainer.py",
+        "key=lambda i: (accs[i], -i))", "key=lambda i: (accs[i], i))", ["tests/test_train.py"]),
+    "threads_not_shared": (
+        "parallel trials get no thread share", "sweeper/workers.py",
+        '        job.append(f"++{threads_key}={job_threads(threads_per_job, n_jobs)}")', "        pass",
+        ["tests/test_any_app.py", "tests/test_sweeper_units.py"]),
+    "callback_error_stops_sweep": (
+        "a failing study callback stops the sweep", "sweeper/callbacks.py",
+        "        except Exception as exc:\n            log.warning(", "        except ZeroDivisionError as exc:\n            log.warning(",
+        ["tests/test_callbacks.py"]),
+    "log_scale_dropped": (
+        "tag(log, interval(...)) sampled on a linear scale", "sweeper/search_space.py",
+        "return FloatDistribution(float(low), float(high), log=log)",
+        "return FloatDistribution(float(low), float(high), log=False)", ["tests/test_search_space.py"]),
+    "shuffle_ignores_seed": (
+        "every seed sees the same batches and augmentations", "mnist_arch/trainer.py",
+        "generator = torch.Generator(device=device).manual_seed(cfg.seed)",
+        "generator = torch.Generator(device=device).manual_seed(0)", ["tests/test_train.py"]),
 }
 
 
 def apply(tree: Path, name: str) -> None:
-    _, path, old, new = MUTANTS[name]
+    _, path, old, new = MUTANTS[name][:4]
     file = tree / path
     text = file.read_text()
     if text.count(old) != 1:
@@ -79,6 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--run-slow", action="store_true", help="run the slow tests too")
+    parser.add_argument("--quick", action="store_true", help="run only the test files named with each mutant")
     args = parser.parse_args(argv)
     if args.list:
         for name, (what, path, *_) in MUTANTS.items():
@@ -95,7 +168,8 @@ def main(argv=None) -> int:
             subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=REPO, check=True)
             try:
                 apply(tree, name)
-                code, failed, seconds = run_tests(tree, ["--run-slow"] if args.run_slow else [])
+                files = MUTANTS[name][4] if args.quick and len(MUTANTS[name]) > 4 else []
+                code, failed, seconds = run_tests(tree, (["--run-slow"] if args.run_slow else []) + files)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
         caught = code != 0

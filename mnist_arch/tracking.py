@@ -28,7 +28,7 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -91,8 +91,10 @@ def masked_uri(uri: str) -> str:
 
 
 def passwords_in(uri: str) -> List[str]:
-    return [p for p in [urlsplit(uri).password, *(m.group(0).split("=", 1)[1] for m in PASSWORD_QUERY.finditer(uri))]
-            if p]
+    """Every password the URI holds, as written and percent-decoded (a library's error may show either)."""
+    found = [p for p in [urlsplit(uri).password, *(m.group(0).split("=", 1)[1] for m in PASSWORD_QUERY.finditer(uri))]
+             if p]
+    return sorted({*found, *(unquote(p) for p in found)}, key=len, reverse=True)  # longest first: no partial leftovers
 
 
 def has_password(uri: str) -> bool:

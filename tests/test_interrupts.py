@@ -1,6 +1,6 @@
 """Interrupts, resumes and runs side by side lose nothing and repeat nothing (real processes, real signals).
 
-Each test waits for conditions (trials RUNNING in the database, processes gone), never for a
+The slow ones run real subprocesses; the fast ones signal a toy sweep running in this process. Each test waits for conditions (trials RUNNING in the database, processes gone), never for a
 fixed time, so it holds on a busy machine.
 """
 
@@ -19,7 +19,6 @@ from sweeper.storage import StorageError, open_storage
 
 from .support import REPO, run_cli
 
-pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -69,6 +68,7 @@ def running_launched(tmp_path, study, n):
     return sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("launched")) for t in trials(tmp_path, study)) >= n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_sweep_records_its_trials_and_leaves_no_worker(tmp_path, sig, code):
     study = f"intr-{sig.name}-{tmp_path.name}"
@@ -104,6 +104,7 @@ def test_an_interrupted_sweep_records_its_trials_and_leaves_no_worker(tmp_path, 
     assert len(done) == 4
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_never_trains_a_point_again(tmp_path):
     study = f"resume-{tmp_path.name}"
     for n in (3, 6, 9):  # the documented resume: the same command, a larger n_trials
@@ -113,6 +114,7 @@ def test_a_resumed_sweep_never_trains_a_point_again(tmp_path):
     assert len(complete) == 9 and len({t.params["x"] for t in complete}) == 9
 
 
+@pytest.mark.slow
 def test_two_copies_of_a_command_train_distinct_points(tmp_path):
     study = f"copies-{tmp_path.name}"
     procs = [start(toy_args(tmp_path, study, "sleep=0.2", "hydra.sweeper.n_trials=8"), tmp_path) for _ in range(2)]
@@ -127,6 +129,7 @@ def test_two_copies_of_a_command_train_distinct_points(tmp_path):
             assert t.user_attrs["rejected"] == "duplicate" and "launched" not in t.user_attrs
 
 
+@pytest.mark.slow
 def test_a_discrete_space_ends_when_every_point_is_trained(tmp_path):
     proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db",
                     f"hydra.sweep.dir={tmp_path}/sweep", "hydra.sweeper.n_trials=20"], cwd=tmp_path)
@@ -136,6 +139,7 @@ def test_a_discrete_space_ends_when_every_point_is_trained(tmp_path):
     assert sorted(t.params["x"] for t in study.get_trials()) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_runs_started_together_keep_their_own_folders_and_name_their_seed(tmp_path):
     small = ["trainer.epochs=1", "data.train_subset=300", "data.test_subset=100", "trainer.progress=false"]
     procs = [start(["mnist_arch.train", *small, f"seed={seed}"], tmp_path) for seed in (1, 2)]
@@ -154,3 +158,27 @@ def test_runs_started_together_keep_their_own_folders_and_name_their_seed(tmp_pa
     assert again.returncode == 1
     assert f"Error: {runs[0]} already holds a finished run (metrics.json); give another hydra.run.dir" in again.stderr
     assert json.loads((runs[0] / "metrics.json").read_text()) == metrics[0]
+
+
+def test_sigterm_to_a_sweep_in_this_process_records_its_trial_interrupted(tmp_path, capsys):
+    """The toy job sends SIGTERM to its own process, as ``kill`` would: the sweep's handler records the
+    running trial interrupted and exits 143. A handler of the test's own stands behind it, so a sweep
+    that handled nothing fails this test instead of ending pytest."""
+    from tests.toy_app.app import main
+
+    from .support import in_process
+
+    def not_handled(signum, frame):
+        raise RuntimeError("SIGTERM reached the test's handler: the sweep did not handle it")
+
+    previous = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        code = in_process(main, ["app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                                 "hydra.sweeper.study_name=term", f"hydra.sweep.dir={tmp_path}/sweep",
+                                 "send_signal=SIGTERM", "hydra.sweeper.n_trials=3"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143
+    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept; the same command resumes\n")
+    (t,) = trials(tmp_path, "term")
+    assert t.state == TrialState.FAIL and t.user_attrs["error"] == "interrupted"

@@ -204,3 +204,23 @@ def test_a_multi_objective_study_runs_with_and_without_repeats_each_objective_ag
     assert t.values == ([5.0, -5.0] if n == 1 else [3.5, -3.5])
     if n == 2:
         assert t.user_attrs["repeat_values"] == [[5.0, -5.0], [2.0, -2.0]]
+
+
+@pytest.mark.parametrize("direction, aggregate", [("maximize", "min"), ("minimize", "max")])
+def test_racing_compares_against_the_best_completed_trial_not_the_worst(tmp_path, direction, aggregate):
+    """Two completed trials, 5 and 1; a candidate at 3 is between them: below the best under maximize
+    (5), above it under minimize (1), so it is raced out after its first repeat either way. Against the
+    worst completed trial it would run all three."""
+    common = ["per_seed=[]", f"hydra.sweeper.direction={direction}", "hydra.sweeper.repeats.n=3",
+              f"hydra.sweeper.repeats.aggregate={aggregate}", "hydra.sweeper.repeats.race=true",
+              "hydra.sweeper.allow_search_space_change=true"]
+    first, second = ("x=range(1,2)", "x=range(5,6)") if direction == "maximize" else ("x=range(5,6)", "x=range(1,2)")
+    assert sweep(tmp_path, first, "hydra.sweeper.n_trials=1", *common) == 0  # the worse first: nothing to race
+    assert sweep(tmp_path, second, "hydra.sweeper.n_trials=2", *common) == 0  # the better one completes too
+    assert sweep(tmp_path, "x=range(3,4)", "hydra.sweeper.n_trials=3", *common) == 0
+    done = trials(tmp_path)
+    assert [(t.state, t.user_attrs["repeats_run"]) for t in done[:2]] == [(TrialState.COMPLETE, 3)] * 2
+    candidate = done[-1]
+    assert candidate.params["x"] == 3
+    assert candidate.state == TrialState.PRUNED and candidate.user_attrs["raced_out_after"] == 1
+    assert candidate.user_attrs["repeat_values"] == [3.0]

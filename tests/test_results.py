@@ -446,3 +446,22 @@ def test_a_queued_trial_shows_the_parameters_it_was_enqueued_with(tmp_path):
     rows = trial_rows(study)
     assert [(r["trial"], r["state"], r["widths"], r["lr"]) for r in rows] == [
         (0, "complete", "tiny", 0.05), (1, "complete", "s4", 0.02), (2, "waiting", "s4", 0.03)]
+
+
+@pytest.mark.parametrize("number", [0, 2])
+def test_export_of_a_chosen_trial_that_is_not_the_best_composes_to_that_trials_config(tmp_path, app_conf, number):
+    """Trial 0 is no falsy 'none given': it is exported as asked, and so is any other non-best trial."""
+    from sweeper.export import compose as compose_app
+
+    study = optuna.create_study(study_name="picked", storage=f"sqlite:///{tmp_path}/picked.db", direction="maximize")
+    for widths, lr, acc in [("tiny", 0.1, 99.2), ("s4", 0.05, 99.45), ("wide", 0.02, 99.3)]:
+        add(study, 0, TrialState.COMPLETE, widths, lr, {"launched": True, "best_test_acc": acc})
+    assert study.best_trial.number == 1
+    chosen = study.trials[number]
+    message = export_trial(study, f"pick{number}", number=number, **app_conf)
+    assert f"trial {number}" in message
+    exported = compose_app(app_conf["config_dir"], "train", [f"+experiment=pick{number}"])
+    expected = compose_app(app_conf["config_dir"], "train", chosen.user_attrs["overrides"])
+    best = compose_app(app_conf["config_dir"], "train", study.best_trial.user_attrs["overrides"])
+    for key in ("model", "optim"):  # key by key: the chosen trial's values, not the best trial's
+        assert exported[key] == expected[key] and exported[key] != best[key]

@@ -300,3 +300,18 @@ def test_repeated_trials_attributes_are_aggregated_as_the_objective_and_counts_s
     assert metric_attrs(odd)["best_epoch"] == 18.5
     worst = create_trial(value=1.0, user_attrs={"repeat_attrs": repeats, "repeats_aggregate": "min"})
     assert metric_attrs(worst)["best_test_acc"] == 99.30 and metric_attrs(worst)["best_epoch"] == 17
+
+
+@pytest.mark.parametrize("returned", [(1.0, float("nan")), (float("nan"), 1.0), (1.0, float("inf")),
+                                      (float("-inf"), 2.0), {"a": 1.0, "b": float("nan")}])
+def test_every_objective_of_a_multi_objective_job_must_be_finite(returned):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from sweeper.outcome import job_outcome
+
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=returned)
+    state, values, error = job_outcome(ret, {}, ["a", "b"], 2)
+    assert (state, values) == (TrialState.FAIL, None)
+    assert error.startswith("objective is not finite")
+    fine = JobReturn(status=JobStatus.COMPLETED, _return_value=(1.0, 2.0))
+    assert job_outcome(fine, {}, ["a", "b"], 2) == (TrialState.COMPLETE, [1.0, 2.0], None)

@@ -190,3 +190,31 @@ def test_params_are_the_composed_config_flattened():
     assert params["optim.lr"] == "0.05" and params["model.widths.multiplier"] == "1.0"
     assert params["model.widths.blocks"] == str(list(map(list, compose("model=tiny").model.widths.blocks)))
     assert params["tracking.kind"] == "none" and not any(k.startswith("hydra") for k in params)
+
+
+@pytest.mark.parametrize("uri, secrets", [
+    ("http://me:s3cret@127.0.0.1:1", ["s3cret"]),
+    ("postgresql://me@db/mlflow?sslmode=require&password=s3cret", ["s3cret"]),
+    ("http://me:p%40ss%3Aw0rd@tracker:5000", ["p%40ss%3Aw0rd", "p@ss:w0rd"]),  # written encoded, shown decoded
+])
+def test_every_tracker_warning_hides_a_password_given_in_the_environment(monkeypatch, caplog, uri, secrets):
+    """The tracker's calls fail with the library's own text, which may quote the URI: each warning line
+    (starting a run, closing it) shows the password as *** only, whatever form the text has it in."""
+    from mnist_arch.tracking import MLflowTracker, SweepPlace
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    caplog.set_level("WARNING", logger="mnist_arch.tracking")
+    tracker = MLflowTracker(compose("tracking=mlflow"), SweepPlace())
+    assert tracker.uri == uri
+
+    def library_error():
+        raise ConnectionError(f"cannot reach {uri}; credentials {' / '.join(secrets)} refused")
+
+    tracker.guard(f"start a run at {masked_uri(uri)}", library_error)
+    tracker.broken, tracker.run_id = False, "r1"
+    tracker.client = type("Client", (), {"set_terminated": lambda self, *a: library_error()})()
+    tracker.fail(RuntimeError("the run failed"))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("***" in w for w in warnings)
+    for secret in secrets:
+        assert all(secret not in w for w in warnings), warnings

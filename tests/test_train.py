@@ -193,3 +193,42 @@ def test_ema_evaluates_the_weight_average_and_a_bad_decay_is_refused():
     for bad in ("1.0", "-0.5"):
         with pytest.raises(ConfigError, match=rf"trainer.ema={float(bad)} must be a decay in \[0, 1\)"):
             fit(compose(*SMALL, f"trainer.ema={bad}"))
+
+
+def test_evaluation_is_in_eval_mode_deterministic_and_leaves_batchnorm_statistics_alone():
+    """Dropout off and BatchNorm on its running statistics at test time, whatever mode training left."""
+    cfg = compose("model=s4", "model.dropout.rate=0.5")
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    model.train()
+    with torch.no_grad():  # a few training-mode passes: running statistics away from their initial values
+        for _ in range(3):
+            model(x)
+    model.train()  # as the training loop leaves it
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    first = trainer.evaluate(model, x, y, batch_size=100)
+    second = trainer.evaluate(model, x, y, batch_size=7)  # other batch sizes: the same per-image function
+    assert first["acc"] == second["acc"] and first["loss"] == pytest.approx(second["loss"], rel=1e-5)
+    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())  # statistics untouched
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        logits = reference(x)
+    assert first["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert first["acc"] == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
+
+
+def test_the_step_schedule_decays_every_step_size_epochs_not_batches():
+    from mnist_arch.optim import build_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    schedule = build_schedule(opt, compose("schedule=step").schedule, epochs=20, steps_per_epoch=50)
+    rates = []
+    for _ in range(20 * 50):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    per_epoch = rates[::50]  # the rate each epoch starts with: 0.1 for epochs 1-6, 0.01 for 7-12, ...
+    assert per_epoch == pytest.approx([0.1] * 6 + [0.01] * 6 + [0.001] * 6 + [0.0001] * 2)
+    assert len(set(rates[:300])) == 1  # constant within the first 6 epochs, batch after batch

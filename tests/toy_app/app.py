@@ -5,12 +5,15 @@
 Returns ``x`` (``returns=tuple``: ``(x, -x)``; ``returns=dict``: ``{v0: x, v1: -x}``); ``x`` listed in
 ``nan_on`` returns NaN, in ``raise_on`` raises; ``per_seed[seed]`` (where listed) is added to the value,
 the known seed noise the repeats tests need; a job whose seed is ``interrupt_on_seed`` is
-interrupted as by Ctrl-C. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
+interrupted as by Ctrl-C; ``send_signal=SIGTERM`` (or another name) sends that signal to its own
+process and waits for it to act, as a ``kill`` from outside would. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
 reports ``x * step / steps`` after each step through the sweeper's public API and stops when
 the pruner says so. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
 
+import os
+import signal
 import time
 
 import hydra
@@ -30,6 +33,10 @@ def main(cfg: DictConfig):
             return float("nan")  # pruned: the sweeper records PRUNED whatever is returned
     if not cfg.steps:
         time.sleep(cfg.sleep)
+    if cfg.send_signal:
+        os.kill(os.getpid(), getattr(signal, cfg.send_signal))
+        time.sleep(30)  # the handler acts at the next bytecode; this sleep is never finished
+        raise RuntimeError(f"{cfg.send_signal} was not handled")
     if cfg.interrupt_on_seed is not None and cfg.seed == cfg.interrupt_on_seed:
         raise KeyboardInterrupt  # what Ctrl-C raises in the process running the job
     if cfg.x in cfg.raise_on:
