@@ -27,6 +27,7 @@ import logging
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import squashed
+from .interrupts import database_call  # signal handling only: cheap to import
 from .config import SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of an app loads no optuna
 
 log = logging.getLogger(__name__)
@@ -42,25 +43,30 @@ class SweepTrial:
     """The trial a job runs for. Storage outages are logged and ridden out: the job trains on."""
 
     def __init__(self, study: Any, number: int):
+        self._study = study
+        self.number = number
+        with database_call():
+            self._open(study, number)
+        self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
+
+    def _open(self, study: Any, number: int) -> None:
         import optuna
 
         from .storage import retry_transient
 
-        self._study = study
-        self.number = number
         trial_id = retry_transient(
             lambda: study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number),
             f"finding trial {number}", READ_PATIENCE_S)
         # Trial() reads the trial (and the sampler's relative search space) from the storage as well
         self._trial = retry_transient(lambda: optuna.trial.Trial(study, trial_id), f"opening trial {number}",
                                       READ_PATIENCE_S)
-        self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
 
     def _read(self):
         from .storage import retry_transient
 
-        return retry_transient(lambda: self._study._storage.get_trial(self._trial._trial_id),
-                               f"reading trial {self.number}", READ_PATIENCE_S)
+        with database_call():
+            return retry_transient(lambda: self._study._storage.get_trial(self._trial._trial_id),
+                                   f"reading trial {self.number}", READ_PATIENCE_S)
 
     @property
     def params(self) -> Dict[str, Any]:
@@ -106,7 +112,8 @@ class SweepTrial:
         from sqlalchemy.exc import DBAPIError
 
         try:
-            return fn()
+            with database_call():  # an interrupt waits for the call: never a transaction left open
+                return fn()
         except (StorageInternalError, DBAPIError) as exc:  # the database is away: go on, decide next time
             log.warning("trial %d: could not reach the sweep database (%s: %s); the job goes on",
                         self.number, what, squashed(exc, 120))

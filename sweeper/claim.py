@@ -6,8 +6,6 @@ trial launched or record it untrained, all before the lock is let go.
 """
 
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -18,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .budget import BudgetGate, Verdict
 from .errors import SweepError
 from .interrupts import INTERRUPTED_ATTR
-from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
+from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, worker_marks
 from .search_space import format_override
 from .storage import claim_lock
 from .trials import DUPLICATE, ERROR_ATTR, LAUNCHED_ATTR, OVERRIDES_ATTR, is_trained
@@ -60,6 +58,8 @@ class ClaimStep:
     config: Any
     n_complete_trials: Optional[int] = None  # end once this many completed (pruned, raced and failed ones aside)
     _infeasible: set = field(default_factory=set)  # points found over budget or unbuildable by this invocation
+    # the trial this step last asked for, from the ask on: an interrupt at any moment finds it (sweeper's _interrupted)
+    open_trial: Optional[optuna.Trial] = None
     _capped_said: bool = False
     _exhausted_said: bool = False
 
@@ -87,7 +87,7 @@ class ClaimStep:
                              self.space_size, infeasible)
                     self._exhausted_said = True
                 return Claim("wait" if running else "done")
-            trial = study.ask(distributions)
+            trial = self.open_trial = study.ask(distributions)
             if self.custom_search_space is not None:
                 self.custom_search_space(self.config, trial)
             overrides = [format_override(k, v) for k, v in trial.params.items()]
@@ -99,7 +99,8 @@ class ClaimStep:
             if verdict is None:
                 trial.set_user_attr(LAUNCHED_ATTR, True)
                 trial.set_user_attr("worker", worker)
-                trial.set_user_attr("host_pid", f"{socket.gethostname()}:{os.getpid()}")
+                for key, value in worker_marks().items():
+                    trial.set_user_attr(key, value)
                 return Claim("run", trial, overrides)
             # never launched: recorded before the lock is let go
             self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change

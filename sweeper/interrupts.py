@@ -3,11 +3,25 @@
 The trial a worker was running is recorded failed with the reason "interrupted" at once (not
 left RUNNING for the grace period), and it counts neither toward n_trials nor toward the
 failure rate; the worker processes of ``n_jobs`` end with the process that started them.
+
+When the interrupt acts matters. Raised in the middle of a database call, it can leave a
+transaction open that the recording of the interrupt then waits on forever (SQLite), or strike
+in a finalizer, where Python prints it as "ignored" and goes on. So a signal is noted, and:
+
+- while the job runs (the app's own code, ``job_running``), it is raised at once, except inside
+  the job's own calls to the sweep database through ``sweeper.api`` (``database_call``): those
+  finish first, and it is raised as they return;
+- everywhere else (claiming, telling, recording), it is raised at the sweep's next safe point
+  (``check_interrupt``: before each claim, each job, each retry of an unreachable database),
+  a second or less later.
+
+An interrupt's "ignored" report is not printed: the note acts on it.
 """
 
 import contextlib
 import signal
-from typing import Iterator
+import sys
+from typing import Iterator, List
 
 INTERRUPTED_ATTR = "interrupted"  # a trial stopped by an interrupt: not its own failure
 
@@ -20,6 +34,47 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+_noted: List[int] = []  # signals received inside ``interruptible()``
+_depth = {"job": 0, "database": 0}  # inside the job; inside one of its database calls
+
+
+def _exception(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
+def check_interrupt() -> None:
+    """At a safe point: raise the interrupt a signal asked for, if its own raise was swallowed."""
+    if _noted:
+        raise _exception(_noted[-1])
+
+
+def _acts_at_once() -> bool:
+    return _depth["job"] > 0 and _depth["database"] == 0
+
+
+@contextlib.contextmanager
+def job_running() -> Iterator[None]:
+    """The job (the app's code) runs: an interrupt stops it at once; one noted before it starts stops it before."""
+    check_interrupt()
+    _depth["job"] += 1
+    try:
+        yield
+    finally:
+        _depth["job"] -= 1
+
+
+@contextlib.contextmanager
+def database_call() -> Iterator[None]:
+    """A call to the sweep database from inside the job: an interrupt waits until it returns."""
+    _depth["database"] += 1
+    try:
+        yield
+    finally:
+        _depth["database"] -= 1
+    if _acts_at_once():
+        check_interrupt()
+
+
 def exit_code(exc: BaseException) -> int:
     """What a shell reports for a process ended by this signal: 128 + its number."""
     return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
@@ -27,22 +82,35 @@ def exit_code(exc: BaseException) -> int:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """While the block runs, SIGTERM and SIGHUP raise Interrupted (SIGINT raises KeyboardInterrupt as always)."""
+    """While the block runs, SIGTERM and SIGHUP raise Interrupted and SIGINT KeyboardInterrupt, each noted too."""
 
     def raise_interrupted(signum, frame):
-        raise Interrupted(signum)
+        _noted.append(signum)
+        if _acts_at_once():
+            raise _exception(signum)
+
+    def quiet_if_noted(unraisable) -> None:
+        if _noted and isinstance(unraisable.exc_value, (KeyboardInterrupt, Interrupted)):
+            return  # check_interrupt acts on it at the next safe point
+        previous_hook(unraisable)
 
     previous = {}
+    _noted.clear()
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # a worker of n_jobs: the process the user started takes Ctrl-C (workers.py)
             previous[signum] = signal.signal(signum, raise_interrupted)
     except ValueError:  # not the main thread: signals cannot be handled here
         pass
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_if_noted
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
+        _noted.clear()  # acted on, or the sweep ended first: nothing outside a sweep raises for it
 
 
 def ignore_interrupts() -> None:

@@ -1,13 +1,23 @@
 """Heartbeats of running trials, and failing the trials whose worker died.
 
 Storage-agnostic (SQLite, PostgreSQL, journal file, in-memory): a running trial's worker writes
-the time into a system attribute every ``interval`` seconds; a RUNNING trial whose last sign of
-life (heartbeat or start) is older than ``grace_period`` belonged to a killed worker. It is
-marked FAIL, and, if asked, re-queued with the same parameters.
+the time into a system attribute every ``interval`` seconds, and its claim records the worker
+process (``host_pid``, and on Linux the process's start time, so a reused pid is not taken for it).
+A RUNNING trial is lost when
+
+- its worker ran on this host and that process is gone: known at once, whatever the grace period;
+- its worker runs elsewhere (or where processes cannot be looked up) and its last sign of life
+  (heartbeat or start) is older than ``grace_period``.
+
+A worker process alive on this host is never failed for a late heartbeat: on a loaded machine
+a heartbeat can wait behind SQLite's write lock for longer than any sensible grace period.
+A lost trial is marked FAIL, and, if asked, re-queued with the same parameters.
 """
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -22,6 +32,37 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "heartbeat"
 LOST_WORKER_ATTR = "lost_worker"  # failed because its worker died: not the trial's fault
+HOST_PID_ATTR = "host_pid"  # "<host>:<pid>" of the worker process that claimed the trial
+WORKER_STARTED_ATTR = "worker_started"  # that process's start time (Linux clock ticks since boot), when known
+
+
+def process_started(pid: int) -> Optional[str]:
+    """When process ``pid`` started (field 22 of /proc/<pid>/stat), or None where it is gone or unknowable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_marks() -> Dict[str, str]:
+    """What a claim records about the process that will run the trial."""
+    marks = {HOST_PID_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
+    started = process_started(os.getpid())
+    if started is not None:
+        marks[WORKER_STARTED_ATTR] = started
+    return marks
+
+
+def local_worker_alive(trial: optuna.trial.FrozenTrial) -> Optional[bool]:
+    """True: the trial's worker process runs on this host; False: it ran here and is gone;
+    None: it runs on another host, or this host cannot tell (no /proc), or the claim recorded none."""
+    host, _, pid = str(trial.user_attrs.get(HOST_PID_ATTR, "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or process_started(os.getpid()) is None:
+        return None
+    started = process_started(int(pid))
+    recorded = trial.user_attrs.get(WORKER_STARTED_ATTR)
+    return started is not None and (recorded is None or recorded == started)
 
 
 @contextlib.contextmanager
@@ -67,17 +108,23 @@ def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, error: str
 
 
 def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> List[int]:
-    """Mark FAIL the RUNNING trials silent for longer than ``grace_period``; returns their numbers."""
+    """Mark FAIL the RUNNING trials whose worker is lost (module docstring); returns their numbers."""
     now = time.time()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if now - last_sign_of_life(trial) <= grace_period:
+        alive = local_worker_alive(trial)
+        silent = now - last_sign_of_life(trial)
+        if alive or (alive is None and silent <= grace_period):
             continue
-        error = f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
+        if alive is False:
+            error = f"its worker process ({trial.user_attrs[HOST_PID_ATTR]}) is gone: it was killed or lost"
+        else:
+            error = f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
         if not mark_failed(study, trial, error, {LOST_WORKER_ATTR: True}):
             continue
         failed.append(trial.number)
-        log.warning("trial %d had no heartbeat for %.0fs: marked failed", trial.number, now - last_sign_of_life(trial))
+        log.warning("trial %d: %s; marked failed", trial.number,
+                    error if alive is False else f"no heartbeat for {silent:.0f}s")
         if retry and trial.user_attrs.get("launched"):
             carried = requeue(study, trial, {"retry_of": trial.number})
             log.info("trial %d re-queued with the same parameters%s", trial.number,
@@ -96,19 +143,24 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: Optiona
     return len(carried.get("repeat_values", ()))
 
 
-def fail_unlaunched_trials(study: optuna.Study) -> List[int]:
+def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> List[int]:
     """Mark FAIL the RUNNING trials that were asked for but never launched; returns their numbers.
 
     Call it under the claim lock only. A claim (ask, budget check, "launched" mark, or the
-    rejection's tell) runs whole under that lock, so a RUNNING trial without the mark seen there
-    is left from a claim the database dropped half-way (an outage between the ask and the mark).
+    rejection's tell) runs whole under that lock, and every claim first calls this, so a RUNNING
+    trial without the mark seen there is left from a claim cut short since: by a database outage
+    (between the ask and the mark), or, ``interrupted``, by the interrupt this process is
+    recording (it may have struck inside the ask itself, before the claim step saw its trial).
     Nothing was trained for it, so it counts neither toward n_trials nor toward the failure rate.
     """
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("launched"):
             continue
-        if mark_failed(study, trial, "never launched: the database went away while it was being claimed"):
+        if interrupted:
+            if mark_failed(study, trial, "interrupted", {"interrupted": True}):
+                failed.append(trial.number)
+        elif mark_failed(study, trial, "never launched: the database went away while it was being claimed"):
             failed.append(trial.number)
             log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
     return failed

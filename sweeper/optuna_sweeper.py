@@ -42,8 +42,8 @@ from .checks import check_objectives, check_settings
 from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
-from .interrupts import INTERRUPTED_ATTR, Interrupted, exit_code, ignore_interrupts, interruptible
-from .liveness import mark_failed, requeue
+from .interrupts import INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible
+from .liveness import fail_unlaunched_trials, mark_failed, requeue
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler
@@ -184,9 +184,11 @@ class OptunaBudgetSweeper:
             log_header(self, study, distributions, fixed, local_file(self.storage_url))
         workers = [] if worker is not None else start_workers(self.n_jobs, sweep_dir)
         self._running: Optional[optuna.Trial] = None
+        self._claim_step: Optional[ClaimStep] = None
         try:
             with interruptible():
                 self._work(study, distributions, fixed, str(worker or 0))
+                check_interrupt()
         except (KeyboardInterrupt, Interrupted) as exc:
             self._interrupted(study, workers, worker, exc)
         except BaseException as exc:
@@ -206,27 +208,34 @@ class OptunaBudgetSweeper:
         """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""
         ignore_interrupts()  # the rest is quick; a second signal (Ctrl-C twice, SIGTERM after it) must not cut it short
         with contextlib.suppress(KeyboardInterrupt, Interrupted):
-            carried = 0
-            if self._running is not None:
-                frozen = study._storage.get_trial(self._running._trial_id)
+            carried, carried_by = 0, None
+            # the trial being run, or being claimed (asked, maybe marked launched, not yet running):
+            # whatever moment the signal struck, it is recorded interrupted, never left RUNNING
+            claimed = self._claim_step.open_trial if self._claim_step is not None else None
+            for trial in {t._trial_id: t for t in (self._running, claimed) if t is not None}.values():
+                frozen = study._storage.get_trial(trial._trial_id)
                 if mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True}):
-                    carried = requeue(study, frozen, only_with_repeats=True)
+                    n = requeue(study, frozen, only_with_repeats=True)
+                    carried, carried_by = carried + n, (trial if n else carried_by)
+            with claim_lock(self.storage_url):  # a claim cut short inside the ask left a trial it never saw
+                fail_unlaunched_trials(study, interrupted=True)
             stop_workers(workers)
             if worker is None or carried:
                 kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
                 repeats = (f", and {carried} finished repeat{'s' if carried > 1 else ''} of trial "
-                           f"{self._running.number} queued to carry on") if carried else ""
+                           f"{carried_by.number} queued to carry on") if carried else ""
                 sys.stderr.write(f"interrupted: {kept} trained trials kept{repeats}; the same command resumes\n")
         sys.exit(exit_code(exc))
 
     def _work(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
               worker: str) -> None:
         size = space_size(distributions) if self.custom_search_space is None else None
-        claim_next = ClaimStep(self.storage_url, self.gate, self.n_trials, self.max_failure_rate, self.grace_period,
+        claim_next = self._claim_step = ClaimStep(self.storage_url, self.gate, self.n_trials, self.max_failure_rate, self.grace_period,
                                self.retry_stale_trials, self.grid_size, size, self.custom_search_space, self.config,
                                self.n_complete_trials)
         streak, smallest_rejected = 0, None
         while True:
+            check_interrupt()
             claim = retry_transient(lambda: claim_next(study, distributions, fixed, worker),
                                     "claiming the next trial", self.storage_patience)
             if claim.action == "done":
@@ -238,7 +247,7 @@ class OptunaBudgetSweeper:
                 streak = 0
                 self._running = claim.trial
                 TrialRun(self, study, claim.trial, claim.overrides)()
-                self._running = None
+                self._running = claim_next.open_trial = None
                 continue
             verdict = claim.verdict
             notify(self.callbacks, study, claim.trial._trial_id)

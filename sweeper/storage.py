@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from .errors import squashed
+from .interrupts import check_interrupt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +67,7 @@ def retry_transient(fn: Callable[[], T], what: str, patience_s: float) -> T:
                     "are kept in it: re-run the same command when it is back"
                 ) from None
             log.warning("%s: database unreachable (%s); retrying in %.1fs", what, _short(exc), delay)
+            check_interrupt()  # Ctrl-C during an outage acts now, not when the database is back
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -22,6 +22,7 @@ from .repeats import (
     REPEAT_SECONDS_ATTR, REPEAT_VALUES_ATTR, REPEATS_N_ATTR, REPEATS_RUN_ATTR, Repeats, first_values, shown,
     stored_values,
 )
+from .interrupts import check_interrupt, job_running
 from .storage import retry_transient
 from .summary_lines import log_trial
 from .trials import ERROR_ATTR, SWEEPER_ATTRS
@@ -56,6 +57,7 @@ class TrialRun:
             self._start_repeats(attrs, per_repeat)
         state, values, error = TrialState.FAIL, None, None
         for k in range(len(per_repeat), self.repeats.n):
+            check_interrupt()  # a signal swallowed during the last repeat stops the trial here, its repeats kept
             if self._raced_out(per_repeat):
                 state, values = TrialState.PRUNED, None
                 break
@@ -112,7 +114,8 @@ class TrialRun:
             with heartbeat(self.study, trial._trial_id, sweeper.heartbeat_interval):
                 job = job_overrides(self.repeats.job_overrides(self.overrides, k), sweeper.threads_key,
                                     sweeper.threads_per_job, sweeper.n_jobs)
-                ret = sweeper.launcher.launch([job], initial_job_idx=trial.number)[0]
+                with job_running():
+                    ret = sweeper.launcher.launch([job], initial_job_idx=trial.number)[0]
         except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
             message = f"cannot write the job's output folder under {sweeper.config.hydra.sweep.dir}: {exc.strerror or exc}"
 

@@ -20,7 +20,7 @@ PRUNED_AT_ATTR = "pruned_at_step"  # the step the pruner stopped the trial at (s
 # written by the sweeper, not the job: left out of a repeat's record of what its job stored
 SWEEPER_ATTRS = frozenset({
     LAUNCHED_ATTR, OVERRIDES_ATTR, ERROR_ATTR, BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, BUDGET_CONSTRAINT, "rejected",
-    "reason", "worker", "host_pid", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
+    "reason", "worker", "host_pid", "worker_started", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
     "repeat", "repeat_values", "repeats_run", "repeat_seconds", "repeat_attrs", "repeats_n", "repeat_key",
     "repeats_aggregate", "raced_out_after", "continues", "carried_steps",
 })

@@ -41,7 +41,14 @@ def start_workers(n_jobs: int, sweep_dir: str) -> List[subprocess.Popen]:
 
 
 def _end_with_parent() -> None:
-    """In a worker, before it runs: SIGTERM when the process that started it dies (Linux), so none is orphaned."""
+    """In a worker, before it runs: SIGTERM when the process that started it dies (Linux), so none is orphaned.
+
+    A worker ignores SIGINT: Ctrl-C reaches the whole process group, and a worker still starting up
+    would die of it with a traceback, or one mid-claim race the process the user started. That
+    process alone takes Ctrl-C and stops each worker with SIGTERM (``stop_workers``), which a worker
+    records like an interrupt once it runs its sweep, and which ends it quietly before that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:

@@ -8,7 +8,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from mnist_arch.model import build_model, count_parameters
 from mnist_arch.optim import build_optimizer, build_schedule
 
-from .support import REPO, compose, group_options
+from .support import CONF, REPO, compose, group_options
 
 GROUPS = ("data", "data/augment", "model", "model/widths", "model/norm", "model/dropout", "model/pool", "model/head",
           "optim", "schedule", "trainer")
@@ -86,7 +86,7 @@ def test_every_search_preset_names_real_keys_and_options(preset):
     distributions, fixed = search_space_from_overrides([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
     assert distributions and not fixed
     for key, dist in distributions.items():
-        if "/" in key or key in ("schedule", "optim"):  # a config group: every choice must be an option
+        if (CONF / key).is_dir():  # a config group: every choice must be an option
             assert set(dist.choices) <= set(group_options(key)), key
             for choice in dist.choices:  # and compose with the preset
                 compose(f"+search={preset}", f"{key}={choice}")
@@ -130,3 +130,37 @@ def test_shipped_experiments_compose_to_the_configs_their_measured_runs_used(nam
         assert again["objective"].pop("metric") == "min_last_k_test_acc"
         ran["objective"].pop("metric")
     assert again == ran
+
+
+def test_the_end_of_training_design_trains_the_seeds_small_net_and_its_rows_are_the_fraction():
+    """conf/search/end_of_training.yaml writes the seeds_small net out (its experiment brings a search
+    space): the same net, optimizer, budget and objective. Its rows are benchmarks/end_of_training.py's
+    design: every factor balanced (4 high, 4 low) and orthogonal to every other in each half."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import end_of_training as eot
+
+    design_cfg = compose("+search=end_of_training")
+    pick = compose("+experiment=seeds_small")
+    for key in ("model.widths", "model.norm", "model.pool", "model.head", "model.dropout.rate", "model.dropout.placement",
+                "optim", "schedule.name", "budget", "objective", "data.val_size", "trainer.epochs", "trainer.channels_last"):
+        assert OmegaConf.select(design_cfg, key) == OmegaConf.select(pick, key), key
+    assert count_parameters(build_model(design_cfg.model)) == 4938
+    rows = eot.all_rows()
+    assert len(rows) == 16
+    for half in (list(rows.values())[:8], list(rows.values())[8:]):
+        for a in eot.FACTORS:
+            assert sum(r[a] for r in half) == 0
+            for b in eot.FACTORS:
+                if a < b:
+                    assert sum(r[a] * r[b] for r in half) == 0, (a, b)
+    for i, (name, row) in enumerate(rows.items(), 1):
+        assert (CONF / "design" / f"{name}.yaml").read_text() == eot.row_yaml(i, row)  # the files are the design
+        cfg = compose("+search=end_of_training", f"design={name}")
+        for factor, level in row.items():
+            for key, value in eot.FACTORS[factor][1 if level < 0 else 2].items():
+                if key == "data/augment":
+                    assert cfg.data.augment.rotation == {"mild": 7.0, "strong": 12.0}[value]
+                else:
+                    assert OmegaConf.select(cfg, key) == value, (name, key)

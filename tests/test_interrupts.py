@@ -105,6 +105,59 @@ def test_an_interrupted_sweep_records_its_trials_and_leaves_no_worker(tmp_path, 
 
 
 @pytest.mark.slow
+def test_interrupts_at_random_moments_leave_no_trial_running_and_the_resume_finishes_exactly_n_trials(tmp_path):
+    """Ctrl-C to the process group, or SIGTERM to the sweep, at random moments of an n_jobs=2 sweep of
+    short trials: while workers start, claim, run, tell. After each, no trial is RUNNING and nothing
+    speaks of an outage or a traceback; then the same command finishes exactly n_trials."""
+    import random
+
+    rng = random.Random(int(os.environ.get("INTERRUPT_TEST_SEED", "20261203")))  # another seed: other moments
+    study = f"random-{tmp_path.name}"
+    args = toy_args(tmp_path, study, "sleep=0.3", "hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=2")
+    interrupted = 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    for round_ in range(10):
+        log = tmp_path / f"round{round_}.log"
+        with open(log, "w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env, start_new_session=True,
+                                    stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            # the sweep has started once its header names the study; then a random moment of its first seconds
+            wait_for("the sweep to start", lambda: "[HYDRA] study: " in log.read_text() or proc.poll() is not None)
+            time.sleep(rng.uniform(0.0, 3.0))
+            sig = signal.SIGINT if round_ % 2 == 0 else signal.SIGTERM
+            if sig == signal.SIGINT:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+            proc.wait(timeout=300)
+            out, err = "", log.read_text()
+        except BaseException:
+            for pid in processes_with(str(tmp_path)):
+                os.kill(pid, signal.SIGKILL)
+            raise
+        assert proc.returncode in (0, 128 + sig), (round_, proc.returncode, err[-3000:])
+        interrupted += proc.returncode != 0
+        assert "Traceback" not in out + err and "outage" not in out + err, (round_, err[-3000:])
+        wait_for("the workers to end", lambda: not processes_with(str(tmp_path)), timeout=120)
+        left = [(t.number, t.user_attrs, t.system_attrs) for t in trials(tmp_path, study) if t.state == TrialState.RUNNING]
+        assert left == [], (round_, left, err[-3000:])
+        if proc.returncode == 0:
+            break
+    assert interrupted >= 3
+    again = run_cli(args, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "outage" not in again.stdout + again.stderr and "no heartbeat" not in again.stdout + again.stderr
+    recorded = trials(tmp_path, study)
+    assert sum(t.state == TrialState.COMPLETE for t in recorded) == 40
+    assert not [t for t in recorded if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in recorded:  # every trial that is not complete was interrupted (or a duplicate never launched)
+        if t.state != TrialState.COMPLETE:
+            assert t.user_attrs.get("error") == "interrupted" or t.user_attrs.get("rejected") == "duplicate", t
+
+
+@pytest.mark.slow
 def test_a_resumed_sweep_never_trains_a_point_again(tmp_path):
     study = f"resume-{tmp_path.name}"
     for n in (3, 6, 9):  # the documented resume: the same command, a larger n_trials

@@ -151,24 +151,26 @@ def wait_for(predicate, timeout=120.0):
 def test_sigkill_of_one_postgres_worker_mid_trial_is_survived(postgres, tmp_path):
     url = postgres.url()
     study = f"kill-{tmp_path.name}"
-    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "sleep=2", "hydra.sweeper.n_trials=6",
+    args = ["tests.toy_app.app", "-m", "x=range(0,1000)", "hydra.sweeper.n_trials=6",
             f"hydra.sweeper.study_name={study}", "hydra.sweeper.retry_stale_trials=true"]
-    procs = start_workers(3, args, tmp_path, url)
-    victim = wait_for(lambda: next((t for t in trials_of(url, study)
-                                    if t.state == TrialState.RUNNING and t.user_attrs.get("host_pid")), None))
-    pid = int(victim.user_attrs["host_pid"].rsplit(":", 1)[1])  # written after "launched": wait for the pid itself
-    os.killpg(pid, signal.SIGKILL)  # each worker leads its own session
-    survivors = [p for p in procs if p.pid != pid]
+    # the victim's trials take 300 s: whenever the test sees one running, it is still running at the kill
+    (slow,) = start_workers(1, [*args, "sleep=300"], tmp_path, url)
+    procs = [slow, *start_workers(2, [*args, "sleep=2"], tmp_path, url)]
+    victim = wait_for(lambda: next((t for t in trials_of(url, study) if t.state == TrialState.RUNNING
+                                    and t.user_attrs.get("host_pid", "").endswith(f":{slow.pid}")), None))
+    os.killpg(slow.pid, signal.SIGKILL)  # each worker leads its own session
+    survivors = procs[1:]
     outputs = finish(survivors)
     assert all(p.returncode == 0 for p in survivors), outputs
     trials = trials_of(url, study)
     killed = next(t for t in trials if t.number == victim.number)
-    assert killed.state == TrialState.FAIL and "no heartbeat" in killed.user_attrs["error"]
+    # its worker ran on this host: the survivors see the process gone, without waiting for a grace period
+    assert killed.state == TrialState.FAIL and "is gone" in killed.user_attrs["error"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert retry.params == victim.params and retry.state == TrialState.COMPLETE
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    finish([p for p in procs if p.pid == pid])
+    finish([slow])
 
 
 @pytest.mark.postgres

@@ -5,6 +5,7 @@ Hydra, real pruners. The command-line tests (test_sweeper.py, test_any_app.py) c
 behaviour end to end; these make the default ``pytest`` catch it too.
 """
 
+import os
 import time
 
 import optuna
@@ -207,6 +208,36 @@ def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone
     assert by_number[stale.number].state == TrialState.FAIL and by_number[stale.number].user_attrs[LOST_WORKER_ATTR]
     assert by_number[stale.number].user_attrs["error"] == "no heartbeat for over 60s: its worker was killed or lost"
     assert by_number[fresh.number].state == TrialState.RUNNING
+
+
+def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(request):
+    """A live local worker is never failed for a late heartbeat (a loaded machine delays them behind
+    SQLite's lock); a dead one is failed at once, whatever the grace period; another host's, by heartbeat."""
+    import socket
+    import subprocess
+    import sys
+
+    from sweeper.liveness import process_started, worker_marks
+
+    if process_started(os.getpid()) is None:
+        pytest.skip("no /proc here: workers are judged by heartbeat alone")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study(direction="maximize")
+    alive, dead, reused, elsewhere = (running_trial(study) for _ in range(4))  # no heartbeat at all
+    marks = worker_marks()
+    host = socket.gethostname()
+    for trial, attrs in [(alive, marks), (dead, {"host_pid": f"{host}:{gone.pid}"}),
+                         (reused, {**marks, "worker_started": "1"}),  # this pid, but another process's start time
+                         (elsewhere, {"host_pid": f"{host}-other:{os.getpid()}"})]:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    assert fail_stale_trials(study, grace_period=600, retry=False) == [dead.number, reused.number]
+    errors = {t.number: t.user_attrs.get("error") for t in study.trials}
+    assert errors[dead.number] == f"its worker process ({host}:{gone.pid}) is gone: it was killed or lost"
+    request.getfixturevalue("hundred_seconds_later")
+    assert fail_stale_trials(study, grace_period=60, retry=False) == [elsewhere.number]  # silent 100 s, elsewhere
+    assert study.trials[alive.number].state == TrialState.RUNNING  # silent 100 s too, but its process runs
 
 
 def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_later):
