@@ -99,45 +99,51 @@ def write_rows() -> None:
         print(f"wrote conf/design/{name}.yaml")
 
 
-def runs_of(storage: str, study_name: str) -> List[Tuple[str, int, float]]:
-    """(row, seed, value) for every finished repeat of the study's trials."""
+RESPONSES = {  # what each run is judged by: name -> (what it is, from the repeat's stored attributes)
+    "min_last_3": ("min of the last 3 epochs' test accuracy (the objective)", lambda a: a["min_last_k_test_acc"]),
+    "best": ("best epoch's test accuracy", lambda a: a["best_test_acc"]),
+    "last_3_range": ("max - min of the last 3 epochs (lower: steadier)", lambda a: max(a["curve"][-3:]) - min(a["curve"][-3:])),
+    "minutes": ("minutes per run (one core, the machine shared)", lambda a: a["seconds"] / 60),
+}
+SEEDS = [21, 22, 23]  # conf/search/end_of_training.yaml's repeats.values: repeat k ran SEEDS[k]
+
+Run = Tuple[str, int, Dict[str, float]]
+
+
+def runs_of(storage: str, study_name: str) -> List[Run]:
+    """(row, seed, responses) for every finished repeat of the study's trials."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    runs = []
+    runs = {}
     for trial in study.get_trials(deepcopy=False):
-        row = trial.params.get("design") or trial.user_attrs.get("enqueued_params", {}).get("design")
-        values = trial.user_attrs.get("repeat_values") or []
-        seeds = trial.user_attrs.get("repeat_seeds") or SEEDS
-        for seed, value in zip(seeds, values):
-            value = value[0] if isinstance(value, list) else value
-            if row is not None and value is not None:
-                runs.append((row, seed, float(value)))
-    return sorted(set(runs))
+        row = trial.params.get("design")
+        for seed, attrs in zip(SEEDS, trial.user_attrs.get("repeat_attrs") or []):
+            if row is not None and attrs.get("curve"):
+                runs[(row, seed)] = {name: float(fn(attrs)) for name, (_, fn) in RESPONSES.items()}
+    return sorted((row, seed, values) for (row, seed), values in runs.items())
 
 
-SEEDS = [21, 22, 23]  # conf/search/end_of_training.yaml's repeats.values
-
-
-def effects(runs: Sequence[Tuple[str, int, float]]) -> List[Dict[str, object]]:
+def effects(runs: Sequence[Run], response: str = "min_last_3") -> List[Dict[str, object]]:
     rows = all_rows()
-    table = []
+    data = [(r, s, v[response]) for r, s, v in runs]
     by_row: Dict[str, List[float]] = {}
-    for row, _, value in runs:
+    for row, _, value in data:
         by_row.setdefault(row, []).append(value)
-    # replicate scatter: pooled variance of runs of one row around the row's mean
+    # replicate scatter: pooled variance of a row's runs (other seeds) around the row's mean
     dof = sum(len(v) - 1 for v in by_row.values())
     pooled = (sum(sum((x - statistics.fmean(v)) ** 2 for x in v) for v in by_row.values()) / dof) if dof > 0 else None
+    table = []
     for factor, (label, _, _) in FACTORS.items():
-        high = [v for r, _, v in runs if rows[r][factor] > 0]
-        low = [v for r, _, v in runs if rows[r][factor] < 0]
+        high = [v for r, _, v in data if rows[r][factor] > 0]
+        low = [v for r, _, v in data if rows[r][factor] < 0]
         if not high or not low:
             continue
         per_seed = {}
-        for seed in sorted({s for _, s, _ in runs}):
-            h = [v for r, s, v in runs if s == seed and rows[r][factor] > 0]
-            lo = [v for r, s, v in runs if s == seed and rows[r][factor] < 0]
+        for seed in sorted({s for _, s, _ in data}):
+            h = [v for r, s, v in data if s == seed and rows[r][factor] > 0]
+            lo = [v for r, s, v in data if s == seed and rows[r][factor] < 0]
             if h and lo:
                 per_seed[seed] = statistics.fmean(h) - statistics.fmean(lo)
         se = math.sqrt(pooled * (1 / len(high) + 1 / len(low))) if pooled is not None else None
@@ -158,33 +164,35 @@ def aliases(factor: str) -> str:
     return " ".join(found)
 
 
-def markdown(table: List[Dict[str, object]], runs: Sequence[Tuple[str, int, float]]) -> str:
+def markdown(table: List[Dict[str, object]], runs: Sequence[Run]) -> str:
     seeds = sorted({s for _, s, _ in runs})
-    head = ("| factor | effect (points) | ± se | " + " | ".join(f"seed {s}" for s in seeds)
+    head = ("| factor | effect | ± se | " + " | ".join(f"seed {s}" for s in seeds)
             + " | runs high/low | aliased with |")
     lines = [head, "|" + "---|" * (5 + len(seeds))]
     for e in table:
-        per = " | ".join(f"{e['per_seed'].get(s, float('nan')):+.3f}" for s in seeds)
+        per = " | ".join(f"{e['per_seed'][s]:+.3f}" if s in e["per_seed"] else "" for s in seeds)
         se = f"{e['se']:.3f}" if e["se"] is not None else "-"
         lines.append(f"| {e['factor']}: {e['label']} | {e['effect']:+.3f} | {se} | {per} | "
                      f"{e['n_high']}/{e['n_low']} | {e['aliases']} |")
     return "\n".join(lines)
 
 
-def runs_table(runs: Sequence[Tuple[str, int, float]]) -> str:
+def runs_table(runs: Sequence[Run]) -> str:
     rows = all_rows()
     seeds = sorted({s for _, s, _ in runs})
     value = {(r, s): v for r, s, v in runs}
-    lines = ["| row | " + " ".join(FACTORS) + " | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|" + "---|" * (3 + len(seeds))]
+    lines = ["| row | " + " ".join(FACTORS) + " | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean | last-3 range (mean) | minutes (mean) |", "|" + "---|" * (5 + len(seeds))]
     for name, row in rows.items():
         got = [value.get((name, s)) for s in seeds]
-        if not any(v is not None for v in got):
+        done = [v for v in got if v is not None]
+        if not done:
             continue
         signs = " ".join("+" if row[f] > 0 else "-" for f in FACTORS)
-        cells = " | ".join(f"{v:.2f}" if v is not None else "" for v in got)
-        done = [v for v in got if v is not None]
-        lines.append(f"| {name} | {signs} | {cells} | {statistics.fmean(done):.3f} |")
+        cells = " | ".join(f"{v['min_last_3']:.2f}" if v is not None else "" for v in got)
+        mean = lambda key: statistics.fmean(v[key] for v in done)
+        lines.append(f"| {name} | {signs} | {cells} | {mean('min_last_3'):.3f} | {mean('last_3_range'):.3f} | "
+                     f"{mean('minutes'):.1f} |")
     return "\n".join(lines)
 
 
@@ -203,7 +211,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not runs:
         print(f"no finished runs in study {args.study!r}", file=sys.stderr)
         return 1
-    print(runs_table(runs), "", markdown(effects(runs), runs), sep="\n")
+    print("Runs (min of the last 3 epochs' test accuracy per seed):", "", runs_table(runs), sep="\n")
+    for response, (what, _) in RESPONSES.items():
+        print("", f"Effects on the {what}: mean(high) - mean(low)", "", markdown(effects(runs, response), runs), sep="\n")
     return 0
 
 

@@ -164,3 +164,21 @@ def test_the_end_of_training_design_trains_the_seeds_small_net_and_its_rows_are_
                     assert cfg.data.augment.rotation == {"mild": 7.0, "strong": 12.0}[value]
                 else:
                     assert OmegaConf.select(cfg, key) == value, (name, key)
+
+
+def test_the_design_analysis_recovers_a_known_main_effect_with_its_seed_spread():
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import end_of_training as eot
+
+    rows = dict(list(eot.all_rows().items())[:8])
+    seed_shift = {21: 0.0, 22: 0.05, 23: -0.05}
+    runs = [(name, seed, {"min_last_3": 99.3 + 0.1 * (row["E"] > 0) + seed_shift[seed]})
+            for name, row in rows.items() for seed in eot.SEEDS]
+    by_factor = {e["factor"]: e for e in eot.effects(runs)}
+    assert by_factor["E"]["effect"] == pytest.approx(0.1)
+    assert by_factor["E"]["per_seed"] == pytest.approx({21: 0.1, 22: 0.1, 23: 0.1})
+    assert by_factor["E"]["n_high"] == by_factor["E"]["n_low"] == 12
+    assert all(abs(e["effect"]) < 1e-9 for f, e in by_factor.items() if f != "E")  # orthogonal: nothing leaks
+    assert by_factor["E"]["aliases"] == "AC BG DF"
