@@ -77,12 +77,20 @@ MUTANTS = {
         "period = cfg.step_size * steps_per_epoch", "period = cfg.step_size", ["tests/test_train.py"]),
     "sigterm_unhandled": (
         "SIGTERM no longer handled", "sweeper/interrupts.py",
-        "for signum in (signal.SIGTERM, signal.SIGHUP):", "for signum in (signal.SIGHUP,):",
+        "for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):", "for signum in (signal.SIGINT, signal.SIGHUP):",
         ["tests/test_interrupts.py"]),
     "tracker_keeps_secrets": (
         "the MLflow tracker's warnings show a password from the environment", "mnist_arch/tracking.py",
         "super().__init__(secrets=passwords_in(self.uri))", "super().__init__()", ["tests/test_tracking.py"]),
     # Their siblings: promises of README's that no fast test watched.
+    "interrupt_mid_database_call": (
+        "an interrupt raised at once anywhere, mid database call too", "sweeper/interrupts.py",
+        "        if _acts_at_once():\n            raise _exception(signum)", "        raise _exception(signum)",
+        ["tests/test_interrupts.py --run-slow -k random_moments"]),
+    "liveness_ignores_process": (
+        "a dead local worker's trial waits for the grace period", "sweeper/liveness.py",
+        "        if alive or (alive is None and silent <= grace_period):", "        if silent <= grace_period:",
+        ["tests/test_sweeper_units.py"]),
     "ema_warmup_ignored": (
         "trainer.ema_warmup=true ignored", "mnist_arch/trainer.py",
         "    if not warmup:\n", "    if True:\n", ["tests/test_training_end.py"]),
@@ -168,7 +176,7 @@ def main(argv=None) -> int:
             subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=REPO, check=True)
             try:
                 apply(tree, name)
-                files = MUTANTS[name][4] if args.quick and len(MUTANTS[name]) > 4 else []
+                files = [w for f in MUTANTS[name][4] for w in f.split()] if args.quick and len(MUTANTS[name]) > 4 else []
                 code, failed, seconds = run_tests(tree, (["--run-slow"] if args.run_slow else []) + files)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
