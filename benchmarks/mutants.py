@@ -77,7 +77,8 @@ MUTANTS = {
         "period = cfg.step_size * steps_per_epoch", "period = cfg.step_size", ["tests/test_train.py"]),
     "sigterm_unhandled": (
         "SIGTERM no longer handled", "sweeper/interrupts.py",
-        "for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):", "for signum in (signal.SIGINT, signal.SIGHUP):",
+        "        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n            if signum",
+        "        for signum in (signal.SIGINT, signal.SIGHUP):\n            if signum",
         ["tests/test_interrupts.py"]),
     "tracker_keeps_secrets": (
         "the MLflow tracker's warnings show a password from the environment", "mnist_arch/tracking.py",

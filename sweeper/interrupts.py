@@ -8,7 +8,8 @@ When the interrupt acts matters. Raised in the middle of a database call, it can
 transaction open that the recording of the interrupt then waits on forever (SQLite), or strike
 in a finalizer, where Python prints it as "ignored" and goes on. So a signal is noted, and:
 
-- while the job runs (the app's own code, ``job_running``), it is raised at once, except inside
+- while the job runs (the app's own task function, ``job_running``; with a launcher that runs jobs
+  elsewhere, the wait for them), it is raised at once, except inside
   the job's own calls to the sweep database through ``sweeper.api`` (``database_call``): those
   finish first, and it is raised as they return;
 - everywhere else (claiming, telling, recording), it is raised at the sweep's next safe point
@@ -19,9 +20,10 @@ An interrupt's "ignored" report is not printed: the note acts on it.
 """
 
 import contextlib
+import functools
 import signal
 import sys
-from typing import Iterator, List
+from typing import Any, Callable, Iterator, List
 
 INTERRUPTED_ATTR = "interrupted"  # a trial stopped by an interrupt: not its own failure
 
@@ -61,6 +63,17 @@ def job_running() -> Iterator[None]:
         yield
     finally:
         _depth["job"] -= 1
+
+
+def interruptible_task(task_function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The app's task function, run as the job: an interrupt stops it at once (``job_running``)."""
+
+    @functools.wraps(task_function)
+    def task(cfg: Any) -> Any:
+        with job_running():
+            return task_function(cfg)
+
+    return task
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import optuna
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
 from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, TaskFunction
@@ -42,7 +43,9 @@ from .checks import check_objectives, check_settings
 from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
-from .interrupts import INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible
+from .interrupts import (
+    INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible, interruptible_task,
+)
 from .liveness import fail_unlaunched_trials, mark_failed, requeue
 from .locate import locate_callable
 from .repeats import Repeats
@@ -122,6 +125,12 @@ class OptunaBudgetSweeper:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        # An interrupt stops the job at once only inside the app's own code: Hydra's set-up of a job
+        # (OmegaConf merges) turns an exception raised in its middle into a config error. Jobs that run in
+        # this process get that window exactly; another launcher's wait for its jobs is the window instead.
+        self.in_process_jobs = isinstance(self.launcher, BasicLauncher)
+        if self.in_process_jobs:
+            self.launcher.task_function = interruptible_task(task_function)
         load = lambda overrides: hydra_context.config_loader.load_sweep_config(config, overrides)
         self.gate = BudgetGate(load, self.budget_cfg.get("measure"), self.budget_cfg.get("name") or "budget_value",
                                task_function)

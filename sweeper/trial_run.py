@@ -5,6 +5,7 @@ out between repeats), or FAIL with the reason. What each repeat gave is stored o
 soon as it finishes, so an interrupt loses only the repeat that was running.
 """
 
+import contextlib
 import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -114,7 +115,8 @@ class TrialRun:
             with heartbeat(self.study, trial._trial_id, sweeper.heartbeat_interval):
                 job = job_overrides(self.repeats.job_overrides(self.overrides, k), sweeper.threads_key,
                                     sweeper.threads_per_job, sweeper.n_jobs)
-                with job_running():
+                check_interrupt()  # one noted since the claim: no job started
+                with contextlib.nullcontext() if sweeper.in_process_jobs else job_running():
                     ret = sweeper.launcher.launch([job], initial_job_idx=trial.number)[0]
         except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
             message = f"cannot write the job's output folder under {sweeper.config.hydra.sweep.dir}: {exc.strerror or exc}"
