@@ -346,3 +346,14 @@ def test_every_objective_of_a_multi_objective_job_must_be_finite(returned):
     assert error.startswith("objective is not finite")
     fine = JobReturn(status=JobStatus.COMPLETED, _return_value=(1.0, 2.0))
     assert job_outcome(fine, {}, ["a", "b"], 2) == (TrialState.COMPLETE, [1.0, 2.0], None)
+
+
+def test_each_parallel_trial_gets_its_thread_share_where_the_app_named_a_key():
+    from sweeper.workers import job_overrides, job_threads
+
+    share = job_threads(None, 2)
+    assert share == max(1, (os.cpu_count() or 1) // 2)
+    assert job_overrides(["x=1"], "trainer.threads", None, 2) == ["x=1", f"++trainer.threads={share}"]
+    assert job_overrides(["x=1"], "trainer.threads", 3, 2) == ["x=1", "++trainer.threads=3"]
+    assert job_overrides(["x=1", "trainer.threads=4"], "trainer.threads", 1, 2) == ["x=1", "trainer.threads=4"]  # the user's
+    assert job_overrides(["x=1"], None, 1, 2) == ["x=1"]  # an app that named no key is left as it is

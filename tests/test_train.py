@@ -232,3 +232,9 @@ def test_the_step_schedule_decays_every_step_size_epochs_not_batches():
     per_epoch = rates[::50]  # the rate each epoch starts with: 0.1 for epochs 1-6, 0.01 for 7-12, ...
     assert per_epoch == pytest.approx([0.1] * 6 + [0.01] * 6 + [0.001] * 6 + [0.0001] * 2)
     assert len(set(rates[:300])) == 1  # constant within the first 6 epochs, batch after batch
+
+
+def test_a_run_whose_loss_diverges_stops_after_that_epoch_and_says_why():
+    result = fit(compose(*SMALL, "trainer.epochs=5", "optim.lr=1e12", "schedule=none"))
+    assert result["epochs_run"] == 1 and result["stopped_early"]
+    assert result["stop_reason"] == "train loss is not finite (diverged)"
