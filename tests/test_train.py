@@ -238,3 +238,19 @@ def test_a_run_whose_loss_diverges_stops_after_that_epoch_and_says_why():
     result = fit(compose(*SMALL, "trainer.epochs=5", "optim.lr=1e12", "schedule=none"))
     assert result["epochs_run"] == 1 and result["stopped_early"]
     assert result["stop_reason"] == "train loss is not finite (diverged)"
+
+
+def test_each_seed_sees_its_own_batch_order_and_the_same_seed_the_same(monkeypatch):
+    """Repeats over seeds are only worth their cost if the seed moves the data stream, not just the init."""
+    seen = {}
+    real_augment = trainer.augment
+
+    def recording(images, cfg, generator):
+        seen.setdefault(current, images.flatten(1).sum(1)[:8].tolist())  # the first batch's first images
+        return real_augment(images, cfg, generator)
+
+    monkeypatch.setattr(trainer, "augment", recording)
+    for current in ("seed1", "seed2", "seed1 again"):
+        fit(compose(*SMALL, "trainer.epochs=1", f"seed={current.split()[0][4:]}"))
+    assert seen["seed1"] != seen["seed2"]
+    assert seen["seed1"] == seen["seed1 again"]
