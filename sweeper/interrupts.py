@@ -94,8 +94,13 @@ def exit_code(exc: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """While the block runs, SIGTERM and SIGHUP raise Interrupted and SIGINT KeyboardInterrupt, each noted too."""
+def interruptible(takes_sigint: bool = True) -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise Interrupted and SIGINT KeyboardInterrupt, each noted too.
+
+    SIGINT is taken even where the process inherited it ignored (a background job of a script: an
+    explicit ``kill -INT`` still means stop), except in a worker of n_jobs (``takes_sigint=False``),
+    which leaves it to the process the user started. SIGHUP ignored on entry (``nohup``) stays ignored.
+    """
 
     def raise_interrupted(signum, frame):
         _noted.append(signum)
@@ -111,8 +116,10 @@ def interruptible() -> Iterator[None]:
     _noted.clear()
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+            if signum == signal.SIGINT and not takes_sigint:
                 continue  # a worker of n_jobs: the process the user started takes Ctrl-C (workers.py)
+            if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # nohup: the user asked the sweep to outlive the terminal
             previous[signum] = signal.signal(signum, raise_interrupted)
     except ValueError:  # not the main thread: signals cannot be handled here
         pass

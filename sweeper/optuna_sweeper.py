@@ -195,7 +195,7 @@ class OptunaBudgetSweeper:
         self._running: Optional[optuna.Trial] = None
         self._claim_step: Optional[ClaimStep] = None
         try:
-            with interruptible():
+            with interruptible(takes_sigint=worker is None):
                 self._work(study, distributions, fixed, str(worker or 0))
                 check_interrupt()
         except (KeyboardInterrupt, Interrupted) as exc:

@@ -209,25 +209,29 @@ def test_runs_started_together_keep_their_own_folders_and_name_their_seed(tmp_pa
     assert json.loads((runs[0] / "metrics.json").read_text()) == metrics[0]
 
 
-def test_sigterm_to_a_sweep_in_this_process_records_its_trial_interrupted(tmp_path, capsys):
-    """The toy job sends SIGTERM to its own process, as ``kill`` would: the sweep's handler records the
-    running trial interrupted and exits 143. A handler of the test's own stands behind it, so a sweep
-    that handled nothing fails this test instead of ending pytest."""
+@pytest.mark.parametrize("sig, inherited, code", [("SIGTERM", signal.SIG_DFL, 143),
+                                                  ("SIGINT", signal.SIG_IGN, 130)])
+def test_a_signal_to_a_sweep_in_this_process_records_its_trial_interrupted(tmp_path, capsys, sig, inherited, code):
+    """The toy job sends the signal to its own process, as ``kill`` would: the sweep's handler records the
+    running trial interrupted and exits 128 + the signal. SIGINT is taken even where the process was
+    started with it ignored (a script's background job; CI). A handler of the test's own stands behind
+    SIGTERM, so a sweep that handled nothing fails this test instead of ending pytest."""
     from tests.toy_app.app import main
 
     from .support import in_process
 
     def not_handled(signum, frame):
-        raise RuntimeError("SIGTERM reached the test's handler: the sweep did not handle it")
+        raise RuntimeError(f"{sig} reached the test's handler: the sweep did not handle it")
 
-    previous = signal.signal(signal.SIGTERM, not_handled)
+    signum = getattr(signal, sig)
+    previous = signal.signal(signum, not_handled if inherited is signal.SIG_DFL else inherited)
     try:
-        code = in_process(main, ["app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
-                                 "hydra.sweeper.study_name=term", f"hydra.sweep.dir={tmp_path}/sweep",
-                                 "send_signal=SIGTERM", "hydra.sweeper.n_trials=3"])
+        code_seen = in_process(main, ["app", "-m", "x=range(0,3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                                      "hydra.sweeper.study_name=term", f"hydra.sweep.dir={tmp_path}/sweep",
+                                      f"send_signal={sig}", "hydra.sweeper.n_trials=3"])
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert code == 143
+        signal.signal(signum, previous)
+    assert code_seen == code
     assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept; the same command resumes\n")
     (t,) = trials(tmp_path, "term")
     assert t.state == TrialState.FAIL and t.user_attrs["error"] == "interrupted"
