@@ -37,10 +37,14 @@ WORKER_STARTED_ATTR = "worker_started"  # that process's start time (Linux clock
 
 
 def process_started(pid: int) -> Optional[str]:
-    """When process ``pid`` started (field 22 of /proc/<pid>/stat), or None where it is gone or unknowable."""
+    """When process ``pid`` started (field 22 of /proc/<pid>/stat), or None where it is gone or unknowable.
+
+    A zombie (killed, not yet reaped by its parent) is gone: its trial must not wait for the reaping.
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
     except (OSError, IndexError):
         return None
 

@@ -223,16 +223,23 @@ def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(reques
         pytest.skip("no /proc here: workers are judged by heartbeat alone")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie.kill()  # killed, not yet reaped: /proc still lists it, as a zombie
     study = optuna.create_study(direction="maximize")
-    alive, dead, reused, elsewhere = (running_trial(study) for _ in range(4))  # no heartbeat at all
+    alive, dead, reused, elsewhere, unreaped = (running_trial(study) for _ in range(5))  # no heartbeat at all
     marks = worker_marks()
     host = socket.gethostname()
     for trial, attrs in [(alive, marks), (dead, {"host_pid": f"{host}:{gone.pid}"}),
+                         (unreaped, {"host_pid": f"{host}:{zombie.pid}"}),
                          (reused, {**marks, "worker_started": "1"}),  # this pid, but another process's start time
                          (elsewhere, {"host_pid": f"{host}-other:{os.getpid()}"})]:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-    assert fail_stale_trials(study, grace_period=600, retry=False) == [dead.number, reused.number]
+    deadline = time.monotonic() + 30
+    while process_started(zombie.pid) is not None and time.monotonic() < deadline:  # SIGKILL lands
+        time.sleep(0.05)
+    assert fail_stale_trials(study, grace_period=600, retry=False) == [dead.number, reused.number, unreaped.number]
+    zombie.wait()
     errors = {t.number: t.user_attrs.get("error") for t in study.trials}
     assert errors[dead.number] == f"its worker process ({host}:{gone.pid}) is gone: it was killed or lost"
     request.getfixturevalue("hundred_seconds_later")
