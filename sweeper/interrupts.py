@@ -45,7 +45,7 @@ def _exception(signum: int) -> BaseException:
 
 
 def check_interrupt() -> None:
-    """At a safe point: raise the interrupt a signal asked for, if its own raise was swallowed."""
+    """At a safe point: raise the interrupt a signal asked for while it could not act (or its raise was swallowed)."""
     if _noted:
         raise _exception(_noted[-1])
 
