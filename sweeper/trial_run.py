@@ -58,7 +58,7 @@ class TrialRun:
             self._start_repeats(attrs, per_repeat)
         state, values, error = TrialState.FAIL, None, None
         for k in range(len(per_repeat), self.repeats.n):
-            check_interrupt()  # a signal swallowed during the last repeat stops the trial here, its repeats kept
+            check_interrupt()  # a signal noted since the claim or the last repeat: stop here, finished repeats kept
             if self._raced_out(per_repeat):
                 state, values = TrialState.PRUNED, None
                 break
@@ -115,7 +115,6 @@ class TrialRun:
             with heartbeat(self.study, trial._trial_id, sweeper.heartbeat_interval):
                 job = job_overrides(self.repeats.job_overrides(self.overrides, k), sweeper.threads_key,
                                     sweeper.threads_per_job, sweeper.n_jobs)
-                check_interrupt()  # one noted since the claim: no job started
                 with contextlib.nullcontext() if sweeper.in_process_jobs else job_running():
                     ret = sweeper.launcher.launch([job], initial_job_idx=trial.number)[0]
         except OSError as exc:  # the job's folder cannot be written (unwritable or full disk): every trial would fail
