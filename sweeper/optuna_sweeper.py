@@ -56,6 +56,7 @@ from .storage import (
     refuse_written_password, retry_transient, scrubbed,
 )
 from .summary_lines import log_header, write_results
+from .tracebacks import KeepTraceback
 from .trial_run import TrialRun
 from .trials import budget_constraint, is_trained
 from .workers import start_workers, stop_workers, worker_index
@@ -122,15 +123,16 @@ class OptunaBudgetSweeper:
         except StorageError as exc:
             raise SweepError(str(exc)) from None
         self.study_name = study_name(self.configured_study_name, config.hydra.job.name)
+        job_task = KeepTraceback(task_function)  # a failing job's traceback is kept (tracebacks.py)
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=hydra_context, task_function=job_task, config=config
         )
         # An interrupt stops the job at once only inside the app's own code: Hydra's set-up of a job
         # (OmegaConf merges) turns an exception raised in its middle into a config error. Jobs that run in
         # this process get that window exactly; another launcher's wait for its jobs is the window instead.
         self.in_process_jobs = isinstance(self.launcher, BasicLauncher)
         if self.in_process_jobs:
-            self.launcher.task_function = interruptible_task(task_function)
+            self.launcher.task_function = interruptible_task(job_task)
         load = lambda overrides: hydra_context.config_loader.load_sweep_config(config, overrides)
         self.gate = BudgetGate(load, self.budget_cfg.get("measure"), self.budget_cfg.get("name") or "budget_value",
                                task_function)

@@ -7,10 +7,13 @@ soon as it finishes, so an interrupt loses only the repeat that was running.
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import optuna
+from hydra.core.utils import JobStatus
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
@@ -26,6 +29,7 @@ from .repeats import (
 from .interrupts import check_interrupt, job_running
 from .storage import retry_transient
 from .summary_lines import log_trial
+from .tracebacks import ERROR_LOG_ATTR, TRACEBACK_ATTR, kept, tail
 from .trials import ERROR_ATTR, SWEEPER_ATTRS
 from .workers import job_overrides
 
@@ -56,7 +60,7 @@ class TrialRun:
             list(attrs.get(REPEAT_ATTRS_ATTR) or [])
         if self.repeats.active:
             self._start_repeats(attrs, per_repeat)
-        state, values, error = TrialState.FAIL, None, None
+        state, values, error, failure = TrialState.FAIL, None, None, (None, None)
         for k in range(len(per_repeat), self.repeats.n):
             check_interrupt()  # a signal noted since the claim or the last repeat: stop here, finished repeats kept
             if self._raced_out(per_repeat):
@@ -64,6 +68,8 @@ class TrialRun:
                 break
             ret, attrs, took = self._launch(k)
             state, values, error = job_outcome(ret, attrs, self.sweeper.objectives, len(self.sweeper.directions))
+            if ret.status == JobStatus.FAILED:
+                failure = kept(ret._return_value)  # the job's traceback and its error.log (tracebacks.py)
             if state != TrialState.COMPLETE or not self.repeats.active:
                 break
             per_repeat.append(values)
@@ -73,7 +79,7 @@ class TrialRun:
         else:
             if self.repeats.active and per_repeat:
                 state, values = TrialState.COMPLETE, self.repeats.aggregated(per_repeat)
-        self._tell(state, values, error, time.perf_counter() - started, attrs)
+        self._tell(state, values, error, time.perf_counter() - started, attrs, failure)
 
     def _raced_out(self, per_repeat: List[List[float]]) -> bool:
         """Racing's verdict before the next repeat; a trial raced out is marked so (and said in one line)."""
@@ -143,12 +149,21 @@ class TrialRun:
                      self.repeats.key, self.repeats.values[len(per_repeat) - 1], "/".join(f"{v:.4g}" for v in per_repeat[-1]))
 
     def _tell(self, state: TrialState, values: Optional[List[float]], error: Optional[str], seconds: float,
-              attrs: Dict[str, Any]) -> None:
+              attrs: Dict[str, Any], failure: Tuple[Optional[str], Optional[str]] = (None, None)) -> None:
         trial, study = self.trial, self.study
+        text, path = failure
+        if error and path:
+            error = f"{error} (traceback: {path})"
+        if text and os.environ.get("HYDRA_FULL_ERROR") == "1":
+            sys.stderr.write(f"trial {trial.number}: the job failed:\n{text}")
 
         def record() -> None:
             if error:
                 trial.set_user_attr(ERROR_ATTR, error)
+            if text:
+                trial.set_user_attr(TRACEBACK_ATTR, tail(text))
+                if path:
+                    trial.set_user_attr(ERROR_LOG_ATTR, path)
             trial.set_user_attr("sweep_seconds", seconds)
             try:
                 study.tell(trial, state=state, values=values, skip_if_finished=True)

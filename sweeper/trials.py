@@ -22,7 +22,7 @@ SWEEPER_ATTRS = frozenset({
     LAUNCHED_ATTR, OVERRIDES_ATTR, ERROR_ATTR, BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, BUDGET_CONSTRAINT, "rejected",
     "reason", "worker", "host_pid", "worker_started", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
     "repeat", "repeat_values", "repeats_run", "repeat_seconds", "repeat_attrs", "repeats_n", "repeat_key",
-    "repeats_aggregate", "raced_out_after", "continues", "carried_steps",
+    "repeats_aggregate", "raced_out_after", "continues", "carried_steps", "traceback", "error_log",
 })
 LEGACY_ATTRS = {BUDGET_MAX_ATTR: "max_params", BUDGET_CONSTRAINT: "params_over_budget", PRUNED_AT_ATTR: "pruned_at_epoch"}
 
