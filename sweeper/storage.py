@@ -95,6 +95,33 @@ def unknown_scheme(url: str) -> str:
             "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
 
 
+# what to install for a URL's scheme (SQLAlchemy's dialect+driver; a bare dialect means its default driver)
+DRIVERS = {
+    "postgresql": "pip install 'psycopg[binary]' (in this repo: pip install -e '.[postgres]')",
+    "postgresql+psycopg": "pip install 'psycopg[binary]' (in this repo: pip install -e '.[postgres]')",
+    "postgresql+psycopg2": "pip install psycopg2-binary",
+    "postgresql+asyncpg": "pip install asyncpg",
+    "postgresql+pg8000": "pip install pg8000",
+    "mysql": "pip install mysqlclient (or use mysql+pymysql://... with pip install pymysql)",
+    "mysql+mysqldb": "pip install mysqlclient",
+    "mysql+pymysql": "pip install pymysql",
+    "mysql+mysqlconnector": "pip install mysql-connector-python",
+    "mariadb": "pip install mysqlclient (or use mariadb+pymysql://... with pip install pymysql)",
+    "mariadb+pymysql": "pip install pymysql",
+    "oracle": "pip install oracledb",
+    "mssql": "pip install pyodbc",
+}
+
+
+def driver_missing(url: str, exc: BaseException) -> str:
+    """One line for a URL whose database driver is not installed: what to install, for that scheme."""
+    scheme = url.split("://", 1)[0].lower()
+    while not isinstance(exc, ModuleNotFoundError) and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # Optuna wraps the import error in one of its own words
+    hint = DRIVERS.get(scheme) or f"install the Python driver SQLAlchemy uses for {scheme}://"
+    return f"storage={masked(url)!r} needs a database driver ({exc}): {hint}"
+
+
 def check_url(url: Optional[str]) -> None:
     """Refuse, before any work, a storage URL that is not one or whose scheme no driver knows."""
     if url is None or url.startswith(JOURNAL_PREFIX):
@@ -176,7 +203,7 @@ def _rdb(url: str, shown: str, **kwargs) -> RDBStorage:
     except NoSuchModuleError:
         raise StorageError(unknown_scheme(shown)) from None
     except ImportError as exc:
-        raise StorageError(f"storage={masked(shown)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+        raise StorageError(driver_missing(shown, exc)) from None
 
 
 def make_folder(folder: Path, url: str) -> None:
@@ -241,7 +268,7 @@ def _require_optuna_tables(url: str, shown: str) -> None:
             tables = set(sqlalchemy.inspect(conn).get_table_names())
         engine.dispose()
     except ImportError as exc:
-        raise StorageError(f"storage={masked(shown)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+        raise StorageError(driver_missing(shown, exc)) from None
     except DBAPIError as exc:
         text = squashed(exc.orig, 200)
         if "file is not a database" in text:
@@ -333,7 +360,7 @@ def claim_lock(url: Optional[str]) -> Iterator[None]:
     except sqlalchemy.exc.NoSuchModuleError:
         raise StorageError(unknown_scheme(url)) from None
     except ImportError as exc:
-        raise StorageError(f"storage={masked(url)!r} needs a database driver ({exc}): pip install -e '.[postgres]'") from None
+        raise StorageError(driver_missing(url, exc)) from None
     with engine.connect() as conn:
         if backend == "postgresql":
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
