@@ -1,7 +1,11 @@
-"""Errors a sweep's user can cause, and how the sweeper's commands print them: one line each."""
+"""Errors a sweep's user can cause, and how they reach the user of any Hydra app: one line each."""
 
+import dataclasses
+import difflib
+import os
+import re
 import sys
-from typing import NoReturn
+from typing import Any, Callable, List, NoReturn, Optional
 
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
@@ -46,3 +50,89 @@ def one_line(exc: BaseException) -> str:
 def fail(prog: str, message: str) -> NoReturn:
     sys.stderr.write(f"{prog}: {message}\n")
     sys.exit(1)
+
+
+# ------------------------------------------------------------------ the sweeper's errors, in any Hydra app
+
+UNKNOWN_KEY = re.compile(r"Key '(?P<key>[^']+)' not in '(?P<schema>\w+)'")
+FULL_KEY = re.compile(r"full_key: (?P<full>\S+)")
+UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '(?P<key>[^']+)'")
+
+
+def _chain(exc: Optional[BaseException]) -> List[BaseException]:
+    seen: List[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def no_such_key(full_key: str, valid: List[str]) -> str:
+    """``full_key`` is not a setting: the nearest valid one, else all of them."""
+    parent, _, key = full_key.rpartition(".")
+    valid = [v for v in valid if not v.startswith("_") and v != "defaults"]
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {parent}.{near[0]}?" if near else f"the settings of {parent}: {', '.join(valid)}"
+    return f"{full_key}: no such setting; {hint}"
+
+
+def sweeper_error_line(exc: BaseException) -> Optional[str]:
+    """The one line for an error of the sweeper or of its config (a misspelt ``hydra.sweeper`` key); None otherwise.
+
+    Hydra wraps these on their way to the user: a SweepError raised while it instantiates the sweeper
+    arrives inside an InstantiationException (target, repr, ``full_key``); a misspelt key fails the
+    composition with OmegaConf's four lines, naming the sweeper's schema class.
+    """
+    from . import config as schemas  # the dataclasses the sweeper's keys are checked against
+
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, SweepError):
+            return one_line(e)
+    text = "\n".join(str(e) for e in chain)
+    unknown = UNKNOWN_KEY.search(text)
+    if unknown:
+        schema = getattr(schemas, unknown["schema"], None)
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            return None  # another config's key: not the sweeper's to report
+        full = FULL_KEY.search(text)
+        full_key = full["full"] if full else f"hydra.sweeper.{unknown['key']}"
+        return no_such_key(full_key, [f.name for f in dataclasses.fields(schema)])
+    argument = UNEXPECTED_ARGUMENT.search(text)
+    if argument and schemas.SWEEPER_TARGET in text:  # +hydra.sweeper.<typo>=... reached the constructor
+        return no_such_key(f"hydra.sweeper.{argument['key']}",
+                           [f.name for f in dataclasses.fields(schemas.OptunaBudgetSweeperConf)])
+    return None
+
+
+def report_sweeper_errors_in_one_line() -> None:
+    """From now on this process's Hydra app prints the sweeper's errors as ``Error: <one line>`` (exit 1).
+
+    Hydra offers no public hook for how ``@hydra.main`` reports an error, and prints a
+    CompactHydraException with a second paragraph (the HYDRA_FULL_ERROR hint), wrapped ones with
+    their repr and ``full_key``. So the one function it reports through is wrapped: errors of the
+    sweeper (``sweeper_error_line``) print as one line, everything else goes to Hydra's report (or
+    whatever the app put there) unchanged; ``HYDRA_FULL_ERROR=1`` shows the traceback as always.
+    Idempotent; the plugin's shim calls it as every Hydra app starts.
+    """
+    import hydra._internal.utils as hydra_internal
+
+    current: Optional[Callable[[Any], Any]] = getattr(hydra_internal, "run_and_report", None)
+    if current is None or getattr(current, "reports_sweeper_errors", False):
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        try:
+            return func()
+        except Exception as exc:
+            line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else sweeper_error_line(exc)
+            if line is None:
+                def reraise() -> Any:
+                    raise exc
+
+                return current(reraise)
+            sys.stderr.write(f"Error: {line}\n")
+            sys.exit(1)
+
+    run_and_report.reports_sweeper_errors = True  # type: ignore[attr-defined]
+    hydra_internal.run_and_report = run_and_report

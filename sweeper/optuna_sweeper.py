@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
 from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, TaskFunction
@@ -50,7 +51,7 @@ from .liveness import fail_unlaunched_trials, mark_failed, requeue
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler
-from .search_space import SearchSpaceError, space_size, sweep_space
+from .search_space import SearchSpaceError, check_group_choices, space_size, sweep_space
 from .storage import (
     StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
     refuse_written_password, retry_transient, scrubbed,
@@ -146,6 +147,7 @@ class OptunaBudgetSweeper:
     def _search_space(self, arguments: List[str]):
         try:
             distributions, fixed = sweep_space(self.params, self.search_space_cfg, arguments)
+            check_group_choices(distributions, self._group_options)
         except (SearchSpaceError, OverrideParseException) as exc:
             raise SweepError(f"search space: {squashed(exc)}") from None
         if not distributions and self.custom_search_space is None:
@@ -153,6 +155,14 @@ class OptunaBudgetSweeper:
                              "'x=interval(0.01,0.2)'")
         self.repeats = Repeats.from_config(self.repeats_cfg, self.config, fixed, list(distributions), self.directions)
         return distributions, fixed
+
+    def _group_options(self, group: str) -> List[str]:
+        """The options of config group ``group`` in the app's config (with its search path); [] if no such group."""
+        try:
+            return sorted(self.hydra_context.config_loader.get_group_options(
+                group, ObjectType.CONFIG, config_name=self.config.hydra.job.config_name))
+        except Exception:  # a config source that cannot list groups: the launch will say what is missing
+            return []
 
     def _open_study(self, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
         constraints = budget_constraint if self.gate.active and not hasattr(optuna.trial.Trial, "set_constraint") else None

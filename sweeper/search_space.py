@@ -17,7 +17,7 @@ choices}}) is read by ``distribution_from_config``.
 import logging
 import math
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
@@ -125,6 +125,29 @@ def search_space_from_overrides(arguments: List[str]) -> Tuple[Dict[str, BaseDis
         else:
             fixed[key] = value
     return distributions, fixed
+
+
+def check_group_choices(distributions: Dict[str, BaseDistribution],
+                        options_of: Callable[[str], List[str]]) -> None:
+    """Every choice a sweep gives a config group (``optimizer=choice(adam,sgd)``) is one of the group's options.
+
+    ``options_of(group)`` lists a group's options, empty for a key that is not a group. Checked before
+    any trial runs: a misspelt option would otherwise fail its trials one by one and silently narrow the
+    search. Group keys may carry an override prefix (``+``, ``++``) or a package (``db@backup``).
+    """
+    for key, distribution in distributions.items():
+        if not isinstance(distribution, CategoricalDistribution):
+            continue
+        group = key.lstrip("+~").split("@")[0]
+        options = options_of(group)
+        if not options:
+            continue
+        unknown = [str(c) for c in distribution.choices if c is not None and str(c) not in options]
+        if unknown:
+            raise SearchSpaceError(
+                f"{key}={describe(distribution)}: {', '.join(map(repr, unknown))} "
+                f"{'is not an option' if len(unknown) == 1 else 'are not options'} of config group '{group}'; "
+                f"its options: {', '.join(options)}")
 
 
 def grid_choices(distributions: Dict[str, BaseDistribution]) -> Dict[str, List[Any]]:

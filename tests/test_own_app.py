@@ -78,3 +78,94 @@ def test_only_a_jobs_own_failure_is_kept_not_a_prune_or_an_interrupt(raised, kep
     assert (text is not None) == kept_it and path is None  # no Hydra job around: no folder to write to
     if kept_it:
         assert "in task" in text and "KeepTraceback" not in text and text.rstrip().endswith(str(raised))
+
+
+# ------------------------------------------------------------------ config-group options, checked at start
+
+
+def test_a_choice_over_a_config_group_runs_every_option(tmp_path):
+    assert sweep(tmp_path, "optimizer=choice(adam,sgd)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2") == 0
+    assert sorted(t.user_attrs["optimizer"] for t in trials(tmp_path) if t.state == TrialState.COMPLETE) == \
+        ["adam", "sgd"]
+
+
+@pytest.mark.parametrize("space, said", [
+    ("optimizer=choice(adam,sgdd)", "optimizer=choice(adam,sgdd): 'sgdd' is not an option of config group "
+                                    "'optimizer'; its options: adam, sgd"),
+    ("optimizer=choice(rmsprop,sgdd,sgd)", "'rmsprop', 'sgdd' are not options of config group 'optimizer'"),
+])
+def test_a_choice_of_a_missing_group_option_is_refused_before_any_trial(tmp_path, capsys, space, said):
+    assert sweep(tmp_path, space, "hydra.sweeper.n_trials=4") == 1
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sweeps.db").exists() or trials(tmp_path) == []
+
+
+def test_group_choices_are_checked_with_prefixes_and_packages_and_plain_keys_left_alone():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from sweeper.search_space import SearchSpaceError, check_group_choices
+
+    options = {"db": ["mysql", "postgresql"], "model/norm": ["bn_relu", "none"]}.get
+    ok = {"+db@backup": CategoricalDistribution(["mysql", "postgresql"]), "lr": FloatDistribution(0.1, 1.0),
+          "model/norm": CategoricalDistribution(["none", "bn_relu"]), "x": CategoricalDistribution(["anything"])}
+    check_group_choices(ok, lambda g: options(g) or [])
+    with pytest.raises(SearchSpaceError, match=r"'sqlite' is not an option of config group 'db'; its options: mysql, "):
+        check_group_choices({"++db@backup": CategoricalDistribution(["mysql", "sqlite"])}, lambda g: options(g) or [])
+
+
+# ------------------------------------------------------------------ one line for every mistake, in any app
+
+
+@pytest.mark.parametrize("override, said", [
+    ("hydra.sweeper.n_trail=3", "hydra.sweeper.n_trail: no such setting; did you mean hydra.sweeper.n_trials?"),
+    ("+hydra.sweeper.n_trail=3", "hydra.sweeper.n_trail: no such setting; did you mean hydra.sweeper.n_trials?"),
+    ("hydra.sweeper.sampler.sed=3", "hydra.sweeper.sampler.sed: no such setting; did you mean hydra.sweeper.sampler.seed?"),
+    ("hydra.sweeper.repeats.nn=2", "hydra.sweeper.repeats.nn: no such setting; did you mean hydra.sweeper.repeats.n?"),
+    ("hydra.sweeper.zzzzzz=1", "hydra.sweeper.zzzzzz: no such setting; the settings of hydra.sweeper: sampler, direction,"),
+    ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 is out of range: it must be >= 1"),  # raised inside instantiate
+    ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up' is not one of: maximize, minimize"),
+    ("hydra.sweeper.storage=mysql://u@localhost/db", "storage='mysql://u@localhost/db' needs a database driver "
+     "(No module named 'MySQLdb'): pip install mysqlclient (or use mysql+pymysql://... with pip install pymysql)"),
+    ("hydra.sweeper.storage=mysql+pymysql://u@localhost/db", "(No module named 'pymysql'): pip install pymysql"),
+])
+def test_a_sweeper_mistake_in_a_plain_hydra_app_is_one_line(tmp_path, capsys, monkeypatch, override, said):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    assert sweep(tmp_path, "x=choice(1,2)", override) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and said in err and err.count("\n") == 1, err
+    for noise in ("Error in call to target", "SweepError(", "full_key", "object_type", "HYDRA_FULL_ERROR"):
+        assert noise not in err
+
+
+def test_a_misspelt_sweeper_key_in_the_apps_own_yaml_names_the_nearest(tmp_path, capsys, monkeypatch):
+    """The user's config file, not the command line: the error arises while Hydra merges it."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    import runpy
+
+    (tmp_path / "typo_app.py").write_text(
+        "import hydra\n\n@hydra.main(config_path='.', config_name='config', version_base='1.3')\n"
+        "def main(cfg):\n    return cfg.x ** 2\n\nif __name__ == '__main__':\n    main()\n")
+    (tmp_path / "config.yaml").write_text(
+        "defaults:\n  - override hydra/sweeper: optuna_budget\nx: 1\nhydra:\n  sweeper:\n    n_trail: 3\n"
+        "    params:\n      x: range(-2, 3)\n")
+    script = lambda: runpy.run_path(str(tmp_path / "typo_app.py"), run_name="__main__")
+    assert in_process(script, ["typo_app.py", "-m", f"hydra.sweep.dir={tmp_path}/sweep"]) == 1
+    assert capsys.readouterr().err == "Error: hydra.sweeper.n_trail: no such setting; did you mean hydra.sweeper.n_trials?\n"
+
+
+def test_other_errors_of_the_app_keep_hydras_own_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    assert sweep(tmp_path, "x=choice(1,2)", "model.nosuch=1") == 1
+    err = capsys.readouterr().err
+    assert "Could not override 'model.nosuch'" in err and "HYDRA_FULL_ERROR" in err and not err.startswith("Error: ")
+
+
+def test_hydra_full_error_still_shows_the_sweepers_traceback(tmp_path, monkeypatch):
+    from sweeper.errors import SweepError
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(Exception) as info:
+        sweep(tmp_path, "x=choice(1,2)", "hydra.sweeper.n_jobs=0")
+    assert any(isinstance(e, SweepError) and "n_jobs=0 is out of range" in str(e)
+               for e in (info.value, info.value.__cause__))  # raised as it is (inside Hydra's instantiate)

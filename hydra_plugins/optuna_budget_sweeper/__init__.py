@@ -7,11 +7,14 @@ only the config schemas (Hydra and OmegaConf). Optuna, SQLAlchemy and the sweepe
 
 from typing import Any, List
 
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from sweeper import config as _config  # noqa: F401  registers hydra/sweeper=optuna_budget and its groups
+from sweeper.errors import report_sweeper_errors_in_one_line
 
 
 class BudgetOptunaSweeper(Sweeper):
@@ -25,3 +28,12 @@ class BudgetOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         return self.sweeper.sweep(arguments)
+
+
+class OneLineSweeperErrors(SearchPathPlugin):
+    """Adds no search path: Hydra runs every SearchPathPlugin as an app starts, before its config is
+    composed, and that is the one moment a plugin can set how the sweeper's errors (a misspelt
+    ``hydra.sweeper`` key included) are printed: one line, in any app (``sweeper/errors.py``)."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        report_sweeper_errors_in_one_line()

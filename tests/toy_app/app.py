@@ -27,6 +27,7 @@ def main(cfg: DictConfig):
     trial = current_trial()
     if trial is not None:
         trial.set_user_attr("model_width", cfg.model.width)
+        trial.set_user_attr("optimizer", cfg.optimizer.name)
     for step in range(1, cfg.steps + 1):
         time.sleep(cfg.sleep / cfg.steps)
         if trial is not None and trial.report(cfg.x * step / cfg.steps, step, last=step == cfg.steps):
