@@ -108,6 +108,25 @@ class NSGAIISamplerConf(SamplerConf):
 
 
 @dataclass
+class NSGAIIISamplerConf(SamplerConf):
+    """NSGA-III: NSGA-II's keys, and reference points that spread the front over 3 or more objectives."""
+
+    _target_: str = "optuna.samplers.NSGAIIISampler"
+    population_size: int = 20  # small: trials are expensive (Optuna's default: 50)
+    mutation: Optional[Any] = None  # e.g. {_target_: optuna.samplers.nsgaii.PolynomialMutation} (Optuna 5)
+    mutation_prob: Optional[float] = None
+    crossover: Optional[Any] = None  # e.g. {_target_: optuna.samplers.nsgaii.SBXCrossover, eta: 20}
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    constraints_func: Optional[Any] = None
+    reference_points: Optional[List[Any]] = None  # one point per row, one column per objective; null: Das-Dennis
+    dividing_parameter: int = 3  # divisions per objective of the default (Das-Dennis) reference points
+    elite_population_selection_strategy: Optional[Any] = None
+    child_generation_strategy: Optional[Any] = None
+    after_trial_strategy: Optional[Any] = None
+
+
+@dataclass
 class QMCSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.QMCSampler"
     qmc_type: str = "sobol"
@@ -234,7 +253,8 @@ class OptunaBudgetSweeperConf:
 
 SAMPLERS = {
     "tpe": TPESamplerConf, "motpe": MOTPESamplerConf, "random": RandomSamplerConf, "gp": GPSamplerConf,
-    "cmaes": CmaEsSamplerConf, "nsgaii": NSGAIISamplerConf, "qmc": QMCSamplerConf, "grid": GridSamplerConf,
+    "cmaes": CmaEsSamplerConf, "nsgaii": NSGAIISamplerConf, "nsgaiii": NSGAIIISamplerConf, "qmc": QMCSamplerConf,
+    "grid": GridSamplerConf,
 }
 PRUNERS = {
     "median": MedianPrunerConf, "percentile": PercentilePrunerConf,

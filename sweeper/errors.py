@@ -102,6 +102,9 @@ def sweeper_error_line(exc: BaseException) -> Optional[str]:
     if argument and schemas.SWEEPER_TARGET in text:  # +hydra.sweeper.<typo>=... reached the constructor
         return no_such_key(f"hydra.sweeper.{argument['key']}",
                            [f.name for f in dataclasses.fields(schemas.OptunaBudgetSweeperConf)])
+    full = FULL_KEY.search(text)
+    if full and full["full"].startswith("hydra.sweeper"):  # a bad value of one of its keys (type, merge)
+        return one_line(exc)
     return None
 
 
@@ -131,7 +134,7 @@ def report_sweeper_errors_in_one_line() -> None:
                     raise exc
 
                 return current(reraise)
-            sys.stderr.write(f"Error: {line}\n")
+            sys.stderr.write(f"{line}\n" if line.startswith("Error") else f"Error: {line}\n")
             sys.exit(1)
 
     run_and_report.reports_sweeper_errors = True  # type: ignore[attr-defined]

@@ -99,6 +99,22 @@ def test_multi_objective_with_objective_names_and_the_motpe_alias(tmp_path):
     assert results(tmp_path).solutions
 
 
+def test_multi_objective_example_with_nsgaiii_its_reference_points_and_crossover(tmp_path):
+    proc = run_example("multi-objective.py", tmp_path, "hydra/sweeper/sampler=nsgaiii",
+                       "hydra.sweeper.sampler.reference_points=[[1,0],[0.5,0.5],[0,1]]",
+                       "+hydra.sweeper.sampler.crossover={_target_: optuna.samplers.nsgaii.SBXCrossover, eta: 15}",
+                       "hydra.sweeper.sampler.population_size=4", "hydra.sweeper.n_trials=12")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sampler: NSGAIIISampler" in proc.stderr and "takes no" not in proc.stderr  # every key reached it
+    solutions = results(tmp_path).solutions
+    assert solutions
+    for s in solutions:
+        assert list(s["values"]) == [4 * s.params.x ** 2 + 4 * s.params.y ** 2,
+                                     (s.params.x - 5) ** 2 + (s.params.y - 5) ** 2]
+        for o in solutions:  # the front holds no dominated trial
+            assert not (all(a <= b for a, b in zip(o["values"], s["values"])) and o["values"] != s["values"])
+
+
 def test_custom_search_space_example(tmp_path):
     proc = run_example("custom-search-space-objective.py", tmp_path, "hydra/sweeper/sampler=random",
                        "hydra.sweeper.sampler.seed=123", "max_z_difference_from_x=0.3")

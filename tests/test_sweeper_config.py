@@ -27,6 +27,9 @@ UPSTREAM_KEYS = {
     "cmaes": {"seed", "x0", "sigma0", "independent_sampler", "warn_independent_sampling", "consider_pruned_trials",
               "restart_strategy", "inc_popsize", "use_separable_cma", "source_trials"},
     "nsgaii": {"seed", "population_size", "mutation_prob", "crossover_prob", "swapping_prob", "constraints_func"},
+    # the published plugin's main (2026): NSGA-III, with crossover and reference points
+    "nsgaiii": {"seed", "population_size", "mutation_prob", "crossover", "crossover_prob", "swapping_prob",
+                "constraints_func", "reference_points", "dividing_parameter"},
     "motpe": {"seed", "consider_prior", "prior_weight", "consider_magic_clip", "consider_endpoints",
               "n_startup_trials", "n_ehvi_candidates"},
     "grid": set(),
@@ -40,7 +43,7 @@ def node(group: str, name: str):
 def test_sweeper_groups_list_exactly_the_documented_options():
     cs = ConfigStore.instance()
     assert sorted(n[:-5] for n in cs.list("hydra/sweeper/sampler")) == [
-        "cmaes", "gp", "grid", "motpe", "nsgaii", "qmc", "random", "tpe"]
+        "cmaes", "gp", "grid", "motpe", "nsgaii", "nsgaiii", "qmc", "random", "tpe"]
     assert sorted(n[:-5] for n in cs.list("hydra/sweeper/pruner")) == [
         "hyperband", "median", "none", "percentile", "successive_halving"]
     assert "optuna_budget.yaml" in cs.list("hydra/sweeper")
@@ -58,7 +61,7 @@ def test_every_key_of_the_published_sampler_groups_is_accepted(group, keys):
     assert set(node("sampler", group)) >= keys | {"_target_"}
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "motpe", "random", "gp", "cmaes", "nsgaii", "qmc", "grid"])
+@pytest.mark.parametrize("sampler", ["tpe", "motpe", "random", "gp", "cmaes", "nsgaii", "nsgaiii", "qmc", "grid"])
 def test_every_sampler_proposes_trials_in_the_space(sampler):
     made = make_sampler(node("sampler", sampler), SPACE, offset=0)
     study = optuna.create_study(direction="maximize", sampler=made)
@@ -87,6 +90,30 @@ def test_every_sampler_keyword_reaches_the_sampler():
     cma.sigma0, cma.use_separable_cma, cma.consider_pruned_trials = 0.3, True, True
     made = make_sampler(cma, {"x": FloatDistribution(0, 1)}, offset=0)
     assert made._sigma0 == 0.3 and made._use_separable_cma and made._consider_pruned_trials
+
+
+@pytest.mark.parametrize("group", ["nsgaii", "nsgaiii"])
+def test_nsga_crossover_and_mutation_are_built_from_their_targets(group):
+    cfg = node("sampler", group)
+    cfg.crossover = {"_target_": "optuna.samplers.nsgaii.SBXCrossover", "eta": 7.0}
+    cfg.mutation = {"_target_": "optuna.samplers.nsgaii.PolynomialMutation", "eta": 5.0}
+    cfg.population_size = 6
+    made = make_sampler(cfg, SPACE, offset=0)
+    child = made._child_generation_strategy
+    assert isinstance(child._crossover, optuna.samplers.nsgaii.SBXCrossover) and child._crossover._eta == 7.0
+    assert isinstance(child._mutation, optuna.samplers.nsgaii.PolynomialMutation) and child._mutation._eta == 5.0
+    assert made._population_size == 6
+
+
+def test_nsgaiii_takes_reference_points_and_the_dividing_parameter():
+    cfg = node("sampler", "nsgaiii")
+    cfg.reference_points = [[1, 0], [0.5, 0.5], [0, 1]]  # ints too: YAML writes 1, not 1.0
+    cfg.dividing_parameter = 5
+    made = make_sampler(cfg, SPACE, offset=0)
+    assert isinstance(made, optuna.samplers.NSGAIIISampler)
+    elite = made._elite_population_selection_strategy
+    assert [list(map(float, p)) for p in elite._reference_points] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    assert elite._dividing_parameter == 5
 
 
 def test_motpe_is_tpe_with_a_deprecation_line(caplog):
