@@ -10,10 +10,8 @@ import os
 import sys
 from typing import Any, Callable, Mapping
 
-from hydra.errors import CompactHydraException, HydraException
+from hydra.errors import CompactHydraException, HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
-
-from sweeper.errors import one_line, squashed  # noqa: F401  (squashed: the app's modules take it from here)
 
 
 class UserError(CompactHydraException):
@@ -45,6 +43,35 @@ def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
     if name not in table:
         raise ConfigError(f"{key}={name!r} is not one of: {', '.join(table)}")
     return table[name]
+
+
+def squashed(what: object, limit: int = 0) -> str:
+    """``str(what)`` on one line (runs of white space folded), cut to ``limit`` characters when given."""
+    text = " ".join(str(what).split())
+    return text[:limit] if limit else text
+
+
+def one_line(exc: BaseException) -> str:
+    """A user error as one line: Hydra's and OmegaConf's multi-line messages folded, noise dropped."""
+    if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, CompactHydraException):
+        exc = exc.__cause__  # e.g. a SweepError raised while Hydra instantiated the sweeper
+    text = str(exc).split("Config search path:")[0].split("See https://hydra.cc")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("full_key:", "reference_type=", "object_type="))]
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        if first and first not in lines:
+            lines.append(first)
+    folded: list = []
+    for line in lines:  # "Available options in 'model':" + one option per line -> one clause
+        if folded and folded[-1].endswith(":"):
+            folded[-1] += " " + line
+        elif folded and " " not in line and folded[-1].split(":")[0].startswith("Available options"):
+            folded[-1] += ", " + line
+        else:
+            folded.append(line)
+    return "; ".join(folded)
 
 
 USER_ERRORS = (HydraException, OmegaConfBaseException)  # ConfigError and the rest derive from these

@@ -189,7 +189,10 @@ def run(args: argparse.Namespace) -> str:
         raise ResultsError(str(exc)) from None
     out = []
     if args.plots:
-        from .plots import write_plots
+        try:
+            from .plots import write_plots
+        except ImportError as exc:
+            raise ResultsError(f"--plots needs matplotlib ({exc}): pip install matplotlib") from None
 
         target = Path(args.plots)
         if target.exists() and not target.is_dir():

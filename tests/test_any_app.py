@@ -246,14 +246,19 @@ def test_plugin_discovery_and_a_plain_run_load_no_optuna_sqlalchemy_or_torch(tmp
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_readme_example_app_runs_as_written(tmp_path):
+def readme_block(name: str) -> str:
+    """The bash block README.md marks ``<!-- name: begin -->`` ... ``<!-- name: end -->``."""
     text = (REPO / "README.md").read_text()
-    block = text.split("<!-- own-app-example: begin -->")[1].split("<!-- own-app-example: end -->")[0]
-    script = block.split("```bash\n", 1)[1].rsplit("```", 1)[0]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    block = text.split(f"<!-- {name}: begin -->")[1].split(f"<!-- {name}: end -->")[0]
+    return block.split("```bash\n", 1)[1].rsplit("```", 1)[0]
+
+
+def run_own_app_example(tmp_path, env):
+    """README's own-app block, run as written in ``tmp_path``; the checks of what it must leave."""
+    env = dict(env)
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(["bash", "-e", "-c", readme_block("own-app-example")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     study = optuna.load_study(study_name="my_app", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db"))
     trials = study.get_trials()
@@ -262,3 +267,8 @@ def test_the_readme_example_app_runs_as_written(tmp_path):
     assert all(t.user_attrs["size"] > 40000 for t in trials if t.user_attrs.get("rejected"))
     assert any(t.state == TrialState.PRUNED and t.user_attrs.get("pruned_at_step") for t in trials)
     assert "study my_app: minimize objective" in proc.stdout and "rank  trial  state" in proc.stdout
+    return proc
+
+
+def test_the_readme_example_app_runs_as_written(tmp_path):
+    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
