@@ -9,6 +9,7 @@ purpose. Each sampler and pruner schema lists every keyword its Optuna class tak
 This module imports Hydra and OmegaConf only: Hydra's plugin scan imports it on every run.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -18,7 +19,13 @@ from omegaconf import MISSING
 SWEEPER_NAME = "optuna_budget"
 SWEEPER_TARGET = "hydra_plugins.optuna_budget_sweeper.BudgetOptunaSweeper"
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"  # relative to the directory the sweep is started in
-STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # overrides the default; keeps a database password out of commands and configs
+STORAGE_ENV = "SWEEP_STORAGE"  # overrides the default; keeps a database password out of commands and configs
+LEGACY_STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # the name this repo gave it first: still read, after STORAGE_ENV
+
+
+def storage_from_env() -> str:
+    """The storage URL a sweep uses by default, as its config's interpolation resolves it."""
+    return os.environ.get(STORAGE_ENV) or os.environ.get(LEGACY_STORAGE_ENV) or DEFAULT_STORAGE
 
 
 @dataclass
@@ -224,7 +231,7 @@ class OptunaBudgetSweeperConf:
     # hydra-optuna-sweeper's keys, with its defaults
     sampler: Any = MISSING
     direction: Any = "minimize"  # or a list, e.g. [maximize, minimize]
-    storage: Optional[str] = f"${{oc.env:{STORAGE_ENV},{DEFAULT_STORAGE}}}"  # any Optuna URL, journal:///file.log, or null
+    storage: Optional[str] = f"${{oc.env:{STORAGE_ENV},${{oc.env:{LEGACY_STORAGE_ENV},{DEFAULT_STORAGE}}}}}"  # any Optuna URL, journal:///file.log, or null
     study_name: Optional[str] = None  # a sweep resumes the study of this name; null: the app's job name
     n_trials: int = 20  # trained trials the study should hold in total (rejected ones do not count)
     n_jobs: int = 1  # trials at once on this machine (worker processes; needs a storage they share)

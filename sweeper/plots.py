@@ -67,6 +67,17 @@ def accuracy_vs_parameters(rows: Sequence[Dict[str, Any]], max_params, target: O
     _save(fig, path, written)
 
 
+def trial_curves(trial: optuna.trial.FrozenTrial) -> List[List[float]]:
+    """A trial's curves, one per repeat: mnist_arch's ``curve`` attribute (test accuracy per epoch) where
+    the trial carries it, else what the job reported per step (``sweeper.api``: the intermediate values;
+    for a repeated trial, those of the repeat it was pruned or finished in)."""
+    attrs = trial.user_attrs
+    runs = [a.get("curve") or [] for a in attrs.get(REPEAT_ATTRS_ATTR) or []] or [attrs.get("curve") or []]
+    if any(runs):
+        return runs
+    return [[v for _, v in sorted(trial.intermediate_values.items())]] if trial.intermediate_values else []
+
+
 def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional[float], path: Path,
            written: List[Path]) -> None:
     """The top trials' per-epoch curves; a repeated trial draws one line per repeat, in one colour."""
@@ -76,8 +87,8 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     repeated, late = False, []
     for i, r in enumerate(top):
-        attrs = by_number[r["trial"]].user_attrs
-        runs = [a.get("curve") or [] for a in attrs.get(REPEAT_ATTRS_ATTR) or []] or [attrs.get("curve") or []]
+        trial = by_number[r["trial"]]
+        runs = trial_curves(trial)
         repeated |= len(runs) > 1
         style = "-" if r["state"] == "complete" else ":"
         label = f"trial {r['trial']} ({r['state']}" + (f", {len(runs)} repeats)" if len(runs) > 1 else ")")
@@ -92,10 +103,12 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
         margin = max(0.05, (high - low) * 0.1)
         ax.set_ylim(low - margin, high + margin)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+    reported = not any(t.user_attrs.get("curve") for t in by_number.values())  # any app's per-step reports
+    ax.set_xlabel("step" if reported else "epoch")
+    ax.set_ylabel("reported value" if reported else "test accuracy (%)")
     each = "; a line per repeat" if repeated else ""
-    ax.set_title(f"per-epoch test accuracy, top {len(top)} trials\n(dotted: pruned or raced out{each})")
+    what = "the values reported per step" if reported else "per-epoch test accuracy"
+    ax.set_title(f"{what}, top {len(top)} trials\n(dotted: pruned or raced out{each})")
     if top:
         ax.legend(fontsize=8)
     _save(fig, path, written)
@@ -122,8 +135,10 @@ def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, 
         accuracy_vs_parameters(rows, max_params, target, out / "accuracy_vs_params.png", written, acc)
     else:
         notes.append(f"accuracy_vs_params.png: skipped (the trials carry no {acc!r} and {SIZE!r})")
-    if any(t.user_attrs.get("curve") for t in trials):
+    if any(trial_curves(t) for t in trials):
         curves(study, rows, target, out / "curves.png", written)
+    else:
+        notes.append("curves.png: skipped (no trial reported per step: sweeper.api's report(), or a 'curve' attribute)")
     for note in notes:
         print(note)
     return written

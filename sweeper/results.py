@@ -1,16 +1,16 @@
-"""``mnist-results``: read a sweep database (never write to it) and show what the sweep found.
+"""``sweep-results`` (also ``mnist-results``): read a sweep database (never write to it) and show what the sweep found.
 
 Works on any study of any Hydra app; columns an app's trials carry (accuracies, parameters,
 epochs) are shown where present.
 
-    mnist-results                                   # the studies in the default database
-    mnist-results arch_s4                           # summary and the trials ranked by the objective
-    mnist-results arch_s4 --top 10 --state complete,pruned --max-params 10000 --min-acc 99.3
-    mnist-results arch_s4 --format markdown|csv|json   # csv and json carry every hyperparameter
-    mnist-results arch_s4 --pareto                  # non-dominated trials: accuracy versus parameters
-    mnist-results arch_s4 --plots docs/arch_s4      # PNG figures
-    mnist-results arch_s4 --export best_s4          # conf/experiment/best_s4.yaml from the best trial
-    mnist-results --storage postgresql://user@host/db arch_s4
+    sweep-results                                   # the studies in the default database
+    sweep-results arch_s4                           # summary and the trials ranked by the objective
+    sweep-results arch_s4 --top 10 --state complete,pruned --max-params 10000 --min-acc 99.3
+    sweep-results arch_s4 --format markdown|csv|json   # csv and json carry every hyperparameter
+    sweep-results arch_s4 --pareto                  # non-dominated trials: accuracy versus parameters
+    sweep-results arch_s4 --plots docs/arch_s4      # PNG figures
+    sweep-results arch_s4 --export best_s4          # conf/experiment/best_s4.yaml from the best trial
+    sweep-results --storage postgresql://user@host/db arch_s4
 """
 
 import argparse
@@ -18,15 +18,19 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from .config import DEFAULT_STORAGE, STORAGE_ENV
+from .config import DEFAULT_STORAGE, LEGACY_STORAGE_ENV, STORAGE_ENV, storage_from_env
 from .errors import fail
 from .storage import StorageError, open_storage_readonly
-from .table import ACC_COLUMNS, KINDS, SIZE, TableError, filter_rows, pareto_front, sort_rows, summary, trial_rows
+from .table import (
+    ACC_COLUMNS, KINDS, SIZE, TableError, budget_column, filter_rows, objective_columns, pareto_front, sort_rows, summary,
+    trial_rows,
+)
 
-PROG = "mnist-results"
+PROG = "sweep-results"  # also installed as mnist-results, the name this repo's docs used first
 
 
 class ResultsError(Exception):
@@ -48,6 +52,8 @@ def load_study(storage, name: str):
 def _cell(key: str, v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, (list, tuple)):  # a repeated trial's values (one list per repeat with several objectives)
+        return "[" + ", ".join(_cell(key, x) for x in v) + "]"
     if key == SIZE and isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
@@ -129,21 +135,27 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("study", nargs="?", help="study name; without it, the studies in the database are listed")
-    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV, DEFAULT_STORAGE),
-                   help=f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE}, as the sweeper)")
+    p.add_argument("--storage", default=storage_from_env(),
+                   help=f"Optuna storage URL (default: ${STORAGE_ENV}, else ${LEGACY_STORAGE_ENV}, else "
+                        f"{DEFAULT_STORAGE}, as the sweeper)")
     p.add_argument("--top", type=int, help="only the first N rows")
     p.add_argument("--state", help=f"comma-separated states to show: {','.join(KINDS)}")
-    p.add_argument("--max-params", type=int, help="only trials with at most this many parameters")
-    p.add_argument("--min-acc", type=float, help="only trials whose accuracy (see --acc) is at least this")
-    p.add_argument("--acc", choices=ACC_COLUMNS, default="best_acc",
-                   help="the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best epoch, "
-                        "final epoch, worst of the last k epochs (objective.last_k), or that on the validation split")
+    p.add_argument("--max-budget", "--max-params", dest="max_params", type=int, metavar="N",
+                   help="only trials whose budget measure (hydra.sweeper.budget.name; parameters for mnist_arch) "
+                        "is at most N")
+    p.add_argument("--min-acc", type=float, help="mnist_arch: only trials whose accuracy (see --acc) is at least this")
+    p.add_argument("--acc", choices=ACC_COLUMNS, default=None,
+                   help="mnist_arch: the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best "
+                        "epoch (default), final epoch, worst of the last k epochs (objective.last_k), or that on "
+                        "the validation split")
     p.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
-    p.add_argument("--sort", choices=(*ACC_COLUMNS, SIZE),
-                   help="order rows by this column (accuracies high first, params low first) instead of the "
-                        "objective; trials without it go last. E.g. --sort val_min_last_k: what selecting on "
-                        "the validation split would pick")
-    p.add_argument("--pareto", action="store_true", help="only the non-dominated trials (accuracy vs parameters)")
+    p.add_argument("--sort", metavar="COLUMN",
+                   help="order rows by this column instead of the objective: objectives by their direction, the "
+                        "budget measure low first, any other high first; trials without it go last. E.g. --sort "
+                        "val_min_last_k: what selecting on mnist_arch's validation split would pick")
+    p.add_argument("--pareto", action="store_true",
+                   help="only the non-dominated trials: on the study's objectives when it has several, else the "
+                        "objective (mnist_arch: the --acc accuracy) against the budget measure")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--export", metavar="NAME", help="write the best (or --trial) trial as <config dir>/experiment/NAME.yaml")
     p.add_argument("--trial", type=int, help="the trial --export writes (default: the best)")
@@ -151,6 +163,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--config-name", help="--export: the app's primary config, for studies that did not record it")
     p.add_argument("--app-module", help="--export: module registering the app's structured configs, if not recorded")
     return p.parse_args(argv)
+
+
+def pareto_axes(objectives: Dict[str, bool], budget: Optional[str], acc: Optional[str],
+                rows: Sequence[Dict[str, Any]]) -> Dict[str, bool]:
+    """What --pareto trades off (column -> higher is better): the objectives of a multi-objective study;
+    else the objective against the budget measure, mnist_arch's accuracy column (``--acc``) standing for
+    the objective where the trials carry it."""
+    if len(objectives) > 1:
+        return objectives
+    if budget is None:
+        raise TableError("--pareto needs two things to trade off: this study has one objective and no budget "
+                         "measure (hydra.sweeper.budget)")
+    if acc is not None or (rows and "best_acc" in rows[0]):
+        return {acc or "best_acc": True, budget: False}
+    return {**objectives, budget: False}
 
 
 def run(args: argparse.Namespace) -> str:
@@ -179,12 +206,16 @@ def run(args: argparse.Namespace) -> str:
         if bad:
             raise ResultsError(f"--state {','.join(bad)} is not one of: {', '.join(KINDS)}")
     rows = trial_rows(study, all_params=args.format in ("csv", "json"))
+    objectives = objective_columns(study)
+    budget = budget_column(study.get_trials(deepcopy=False))
+    acc = args.acc or "best_acc"
     try:
         if args.sort:
-            rows = sort_rows(rows, args.sort)
+            higher = objectives.get(args.sort, args.sort != budget)
+            rows = sort_rows(rows, args.sort, higher_first=higher)
         if args.pareto:
-            rows = pareto_front(rows, args.acc)
-        rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, args.acc)
+            rows = pareto_front(rows, axes=pareto_axes(objectives, budget, args.acc, rows))
+        rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, acc, budget)
     except TableError as exc:
         raise ResultsError(str(exc)) from None
     out = []
@@ -198,7 +229,7 @@ def run(args: argparse.Namespace) -> str:
         if target.exists() and not target.is_dir():
             raise ResultsError(f"--plots {target}: a file is there; give a folder")
         try:
-            written = write_plots(study, trial_rows(study), target, args.acc)
+            written = write_plots(study, trial_rows(study), target, acc)
         except OSError as exc:
             raise ResultsError(f"--plots {target}: cannot write there ({exc.strerror or exc})") from None
         out.append("wrote " + ", ".join(str(p) for p in written))
@@ -222,7 +253,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ResultsError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        fail(PROG, str(exc))
+        invoked = Path(sys.argv[0]).name
+        fail(invoked if invoked in ("sweep-results", "mnist-results") else PROG, str(exc))
 
 
 if __name__ == "__main__":

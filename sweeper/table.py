@@ -67,6 +67,32 @@ def varying_params(trials: Sequence[FrozenTrial]) -> List[str]:
     return [k for k in keys if len({json.dumps(params_of(t).get(k), sort_keys=True) for t in trials}) > 1]
 
 
+def objective_names(study: optuna.Study) -> List[str]:
+    """The objectives' column names: the study's metric names (``hydra.sweeper.objectives``), else
+    ``objective`` for one and ``objective_0``, ``objective_1``, ... for several."""
+    n = len(study.directions)
+    names = list(study.metric_names or [])
+    if len(names) == n and len(set(names)) == n:
+        return names
+    return ["objective"] if n == 1 else [f"objective_{i}" for i in range(n)]
+
+
+def objective_columns(study: optuna.Study) -> Dict[str, bool]:
+    """The row columns holding the objective values -> higher is better (maximize)."""
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    if len(maximize) == 1:
+        return {"objective": maximize[0]}
+    return dict(zip(objective_names(study), maximize))
+
+
+def budget_column(trials: Sequence[FrozenTrial]) -> Optional[str]:
+    """The column of the budget measure the trials were gated by (``params`` for ``n_params``), if any."""
+    names = [t.user_attrs[BUDGET_NAME_ATTR] for t in trials if t.user_attrs.get(BUDGET_NAME_ATTR)]
+    if not names:
+        return SIZE if any("n_params" in t.user_attrs for t in trials) else None
+    return METRIC_COLUMNS.get(names[-1], names[-1])
+
+
 def rank_key(study: optuna.Study):
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
 
@@ -129,6 +155,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     metrics = {a: c for a, c in METRIC_COLUMNS.items() if a in carried}
     budget_names = {t.user_attrs[BUDGET_NAME_ATTR] for t in trials if t.user_attrs.get(BUDGET_NAME_ATTR)}
     metrics.update({n: n for n in sorted(budget_names) if n not in METRIC_COLUMNS})
+    objectives = list(objective_columns(study))
     with_repeats = any(t.user_attrs.get("repeat_values") for t in trials)
     with_steps = any(steps_run(t) for t in trials)
     with_seconds = any(_seconds(t) is not None for t in trials)
@@ -138,12 +165,13 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
         kind = trial_kind(t)
         if kind in ("complete", "pruned", "raced"):
             rank += 1
+        values = list(t.values) if t.values else [None] * len(objectives)
         row = {
             "rank": rank if kind in ("complete", "pruned", "raced") else None,
             "trial": t.number,
             "state": kind,
-            "objective": t.values[0] if t.values and len(t.values) == 1 else (t.values or None),
-            **{column: a.get(name) for name, column in metrics.items()},
+            **dict(zip(objectives, values)),
+            **{column: a.get(name) for name, column in metrics.items() if column not in objectives},
             **{names[k]: params_of(t).get(k) for k in keys},
         }
         if with_repeats:
@@ -163,30 +191,44 @@ def _require(rows: Sequence[Dict[str, Any]], column: str, what: str) -> None:
         raise TableError(f"{what} needs the {column!r} column, and this study's trials carry none")
 
 
-def pareto_front(rows: Sequence[Dict[str, Any]], acc: str = "best_acc") -> List[Dict[str, Any]]:
-    """Complete trials that no other beats on both accuracy (column ``acc``, higher) and size (fewer parameters)."""
-    _require(rows, acc, "--pareto")
-    _require(rows, SIZE, "--pareto")
-    pts = [r for r in rows if r["state"] == "complete" and r.get(acc) is not None and r[SIZE] is not None]
-    front = [
-        r for r in pts
-        if not any(o[acc] >= r[acc] and o[SIZE] <= r[SIZE] and (o[acc] > r[acc] or o[SIZE] < r[SIZE]) for o in pts)
-    ]
-    return sorted(front, key=lambda r: r[SIZE])
+def pareto_front(rows: Sequence[Dict[str, Any]], acc: str = "best_acc",
+                 axes: Optional[Dict[str, bool]] = None) -> List[Dict[str, Any]]:
+    """Complete trials no other beats on every axis (column -> higher is better), sorted by the last axis.
+
+    By default the accuracy-vs-size view: accuracy column ``acc`` (higher) against parameters (fewer).
+    """
+    axes = axes or {acc: True, SIZE: False}
+    for column in axes:
+        _require(rows, column, "--pareto")
+    pts = [r for r in rows if r["state"] == "complete" and all(r.get(c) is not None for c in axes)]
+
+    def better(o: Dict[str, Any], r: Dict[str, Any]) -> bool:  # o dominates r
+        signs = [(1 if up else -1) for up in axes.values()]
+        pairs = [(sign * o[c], sign * r[c]) for c, sign in zip(axes, signs)]
+        return all(a >= b for a, b in pairs) and any(a > b for a, b in pairs)
+
+    front = [r for r in pts if not any(better(o, r) for o in pts)]
+    last, up = list(axes.items())[-1]
+    return sorted(front, key=lambda r: -r[last] if up else r[last])
 
 
-def sort_rows(rows: Sequence[Dict[str, Any]], column: str) -> List[Dict[str, Any]]:
-    """Rows ordered by ``column``: accuracies descending, size ascending; rows without it last, in order."""
+def sort_rows(rows: Sequence[Dict[str, Any]], column: str, higher_first: Optional[bool] = None) -> List[Dict[str, Any]]:
+    """Rows ordered by ``column`` (default: the size low first, anything else high first); rows without it last."""
     _require(rows, column, f"--sort {column}")
-    sign = 1 if column == SIZE else -1
-    return sorted(rows, key=lambda r: (r.get(column) is None, sign * (r.get(column) or 0)))
+    if higher_first is None:
+        higher_first = column != SIZE
+    sign = -1 if higher_first else 1
+    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    return sorted(rows, key=lambda r: (not numeric(r.get(column)), sign * r[column] if numeric(r.get(column)) else 0))
 
 
-def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc="best_acc"):
+def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc="best_acc", budget=SIZE):
     out = [r for r in rows if states is None or r["state"] in states]
     if max_params is not None:
-        _require(rows, SIZE, "--max-params")
-        out = [r for r in out if r[SIZE] is not None and r[SIZE] <= max_params]
+        if budget is None:
+            raise TableError("--max-budget needs a budget measure, and this study's trials were gated by none")
+        _require(rows, budget, "--max-budget")
+        out = [r for r in out if r[budget] is not None and r[budget] <= max_params]
     if min_acc is not None:
         _require(rows, acc, "--min-acc")
         out = [r for r in out if r.get(acc) is not None and r[acc] >= min_acc]
@@ -201,20 +243,21 @@ def summary(study: optuna.Study) -> Dict[str, Any]:
     trained = [t for t in trials if t.user_attrs.get(LAUNCHED_ATTR) and t.state.is_finished()]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and _seconds(t) is not None]
     full_steps = max((steps_run(t) or 0 for t in complete), default=0)
-    full = [_seconds(t) for t in complete if steps_run(t) == full_steps]
+    # a full trial ran every step; where no trial reports steps (or several objectives: never pruned), every complete one
+    full = [_seconds(t) for t in complete if (steps_run(t) or 0) == full_steps]
     full_cost = statistics.median(full) if full else None
     n_repeats = max((int(t.user_attrs.get(REPEATS_N_ATTR, 1)) for t in trials), default=1)
     saved_pruning = saved_rejecting = saved_racing = None
-    if full_cost is not None and full_steps:
+    if full_cost is not None:
         repeat_cost = full_cost / n_repeats  # a pruned trial stopped in its first repeat: the rest never ran
-        saved_pruning = sum(full_cost - repeat_cost * (steps_run(t) or full_steps) / full_steps
-                            for t in trials if trial_kind(t) == "pruned")
+        saved_pruning = sum(full_cost - repeat_cost * (steps_run(t) or full_steps) / (full_steps or 1)
+                            for t in trials if trial_kind(t) == "pruned") if full_steps else 0.0
         saved_rejecting = counts["rejected"] * full_cost
         saved_racing = sum(repeat_cost * (int(t.user_attrs.get(REPEATS_N_ATTR, 1)) - t.user_attrs[RACED_OUT_ATTR])
                            for t in trials if trial_kind(t) == "raced")
     out = {
         "study": study.study_name,
-        "metric": (study.metric_names or ["objective"]),
+        "metric": objective_names(study),
         "direction": [d.name.lower() for d in study.directions],
         "trials": counts,
         "training_seconds": sum(_seconds(t) or 0.0 for t in trained),

@@ -113,7 +113,7 @@ def test_real_sweep_on_postgres_with_three_workers_keeps_the_password_off_disk(p
 def test_a_password_on_the_command_line_is_refused(tmp_path, url):
     proc = run_cli(["tests.toy_app.app", "-m", "x=range(0,3)", f"hydra.sweeper.storage='{url}'"], cwd=tmp_path)
     assert proc.returncode != 0
-    assert "holds a password" in proc.stderr and "MNIST_SWEEP_STORAGE" in proc.stderr
+    assert "holds a password" in proc.stderr and "SWEEP_STORAGE" in proc.stderr
     assert PASSWORD not in proc.stderr + proc.stdout
     assert not list(tmp_path.rglob("*.yaml"))  # nothing written to disk before the refusal holds it
 

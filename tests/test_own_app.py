@@ -1,6 +1,7 @@
 """What a user bringing their own Hydra app meets around the sweeper: the toy app's sweeps in this process
 (seconds each): a failing job's traceback kept, group options checked before any trial, one-line errors."""
 
+import json
 from pathlib import Path
 
 import optuna
@@ -170,3 +171,91 @@ def test_hydra_full_error_still_shows_the_sweepers_traceback(tmp_path, monkeypat
         sweep(tmp_path, "x=choice(1,2)", "hydra.sweeper.n_jobs=0")
     assert any(isinstance(e, SweepError) and "n_jobs=0 is out of range" in str(e)
                for e in (info.value, info.value.__cause__))  # raised as it is (inside Hydra's instantiate)
+
+
+# ------------------------------------------------------------------ the results tool on this app's studies
+
+
+def results(tmp_path, *args, env=None):
+    from sweeper.results import parse_args, run
+
+    return run(parse_args(["--storage", f"sqlite:///{tmp_path}/sweeps.db", "own", *args]))
+
+
+def test_a_two_objective_study_gets_a_column_per_objective_by_name_and_a_pareto_front_on_them(tmp_path):
+    assert sweep(tmp_path, "x=choice(1,2,3)", "returns=dict", "hydra.sweeper.objectives=[v0,v1]",
+                 "hydra.sweeper.direction=[maximize,maximize]", "hydra/sweeper/sampler=grid",
+                 "hydra.sweeper.n_trials=3", "sleep=0.2") == 0
+    text = results(tmp_path)
+    summary, table = text.split("\n\n")
+    assert summary.splitlines()[0] == "study own: maximize/maximize v0/v1; trials: 3 complete"
+    assert "a full trial: " in summary and "unknown" not in summary  # the app reports no steps: every trial is full
+    header = table.splitlines()[0].split()
+    assert header[:5] == ["rank", "trial", "state", "v0", "v1"] and "objective" not in header
+    assert [line.split()[3:5] for line in table.splitlines()[2:]] == [["3.00", "-3.00"], ["2.00", "-2.00"],
+                                                                      ["1.00", "-1.00"]]
+    # both up: x=3 gives (3, -3), best on v0 and worst on v1; every trial is on the front
+    front = json.loads(results(tmp_path, "--pareto", "--format", "json"))
+    assert sorted(r["v0"] for r in front) == [1.0, 2.0, 3.0]
+    (best,) = json.loads(results(tmp_path, "--pareto", "--format", "json", "--sort", "v1"))[:1]
+    assert best["v1"] == -1.0  # --sort on an objective follows its direction
+
+
+def test_a_two_objective_study_without_names_gets_stable_default_names(tmp_path):
+    assert sweep(tmp_path, "x=choice(1,2)", "returns=tuple", "hydra.sweeper.direction=[minimize,minimize]",
+                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2") == 0
+    rows = json.loads(results(tmp_path, "--format", "json"))
+    assert [(r["objective_0"], r["objective_1"]) for r in rows] in ([(1.0, -1.0), (2.0, -2.0)], [(2.0, -2.0), (1.0, -1.0)])
+    front = json.loads(results(tmp_path, "--pareto", "--format", "json"))
+    assert [(r["objective_0"], r["objective_1"]) for r in front] in ([(1.0, -1.0), (2.0, -2.0)], [(2.0, -2.0), (1.0, -1.0)])
+
+
+def test_sort_filter_and_pareto_use_the_apps_budget_measure_by_its_name(tmp_path):
+    assert sweep(tmp_path, "x=choice(1,2,3,4)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4",
+                 "hydra.sweeper.budget.measure=tests.toy_app.measure.x_squared", "hydra.sweeper.budget.name=cost",
+                 "hydra.sweeper.budget.max=1000") == 0
+    rows = json.loads(results(tmp_path, "--format", "json"))
+    assert "cost" in rows[0] and "params" not in rows[0]
+    by_cost = json.loads(results(tmp_path, "--sort", "cost", "--format", "json"))
+    assert [r["cost"] for r in by_cost] == sorted(r["cost"] for r in rows)  # the budget: low first
+    by_value = json.loads(results(tmp_path, "--sort", "objective", "--format", "json"))
+    assert [r["objective"] for r in by_value] == [4.0, 3.0, 2.0, 1.0]  # maximize: high first
+    cheap = json.loads(results(tmp_path, "--max-budget", str(sorted(r["cost"] for r in rows)[1]), "--format", "json"))
+    assert len(cheap) == 2
+    front = json.loads(results(tmp_path, "--pareto", "--format", "json"))
+    assert front and all(set(r) >= {"objective", "cost"} for r in front)
+
+
+def test_repeats_print_like_the_other_numbers(tmp_path):
+    assert sweep(tmp_path, "x=choice(5)", "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=2",
+                 "per_seed=[0.123456789,0.987654321]", "hydra/sweeper/pruner=none") == 0
+    table = results(tmp_path).split("\n\n")[1]
+    assert "[5.12, 5.99]" in table and "0.123456789" not in table and "5.123456789" not in table
+
+
+def test_the_storage_comes_from_sweep_storage_and_the_old_name_is_still_read(tmp_path, monkeypatch):
+    from sweeper.results import parse_args
+
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.setenv("MNIST_SWEEP_STORAGE", "sqlite:///old.db")
+    assert parse_args(["own"]).storage == "sqlite:///old.db"
+    monkeypatch.setenv("SWEEP_STORAGE", "sqlite:///new.db")
+    assert parse_args(["own"]).storage == "sqlite:///new.db"
+
+
+def test_plots_draw_any_apps_per_step_reports_and_say_what_they_skip(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert sweep(tmp_path, "x=choice(1,2,3)", "steps=4", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3") == 0
+    capsys.readouterr()
+    out = results(tmp_path, "--plots", str(tmp_path / "plots"))
+    assert "curves.png" in out.splitlines()[0] and (tmp_path / "plots" / "curves.png").stat().st_size > 0
+    assert "accuracy_vs_params.png: skipped" in capsys.readouterr().out
+
+
+def test_plots_of_an_app_that_never_reports_say_the_curves_were_skipped(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert sweep(tmp_path, "x=choice(1,2)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2") == 0
+    capsys.readouterr()
+    results(tmp_path, "--plots", str(tmp_path / "plots"))
+    assert "curves.png: skipped (no trial reported per step" in capsys.readouterr().out
+    assert not (tmp_path / "plots" / "curves.png").exists()

@@ -275,7 +275,7 @@ def error_line(argv, capsys) -> str:
     with pytest.raises(SystemExit) as info:
         main(argv)
     err = capsys.readouterr().err
-    assert info.value.code == 1 and err.startswith("mnist-results: ") and err.count("\n") == 1
+    assert info.value.code == 1 and err.startswith("sweep-results: ") and err.count("\n") == 1
     return err
 
 
@@ -359,8 +359,11 @@ def test_a_study_of_another_app_shows_no_mnist_columns_and_every_hyperparameter_
     assert "target" not in text and "parameters" not in text and "best: trial 1, 0.01" in text
     as_csv = list(csv.DictReader(io.StringIO(run(parse_args(["--storage", url, "sphere", "--format", "csv"])))))
     assert [r["z"] for r in as_csv] == ["0.5"] * 3
-    with pytest.raises(ResultsError, match="--pareto needs the 'best_acc' column, and this study's trials carry none"):
+    with pytest.raises(ResultsError, match="--pareto needs two things to trade off: this study has one objective and "
+                                           "no budget measure"):
         run(parse_args(["--storage", url, "sphere", "--pareto"]))
+    with pytest.raises(ResultsError, match="--max-budget needs a budget measure"):
+        run(parse_args(["--storage", url, "sphere", "--max-budget", "10"]))
 
 
 def test_the_pareto_front_drops_weakly_dominated_trials():
