@@ -105,6 +105,8 @@ def sweeper_error_line(exc: BaseException) -> Optional[str]:
     full = FULL_KEY.search(text)
     if full and full["full"].startswith("hydra.sweeper"):  # a bad value of one of its keys (type, merge)
         return one_line(exc)
+    if "'hydra/sweeper/" in text or "override 'hydra.sweeper." in text:  # hydra/sweeper/sampler=nsga; a bad override
+        return one_line(exc)
     return None
 
 

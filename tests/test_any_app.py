@@ -272,3 +272,18 @@ def run_own_app_example(tmp_path, env):
 
 def test_the_readme_example_app_runs_as_written(tmp_path):
     run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
+    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(["bash", "-e", "-c", readme_block("repeats-example")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    study = optuna.load_study(study_name="my_app_seeds", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db"))
+    trained = [t for t in study.get_trials() if t.user_attrs.get("launched")]
+    assert len(trained) == 6 and all(t.user_attrs["repeats_n"] == 3 for t in trained)
+    complete = [t for t in trained if t.state == TrialState.COMPLETE]
+    assert complete and all(t.value == max(t.user_attrs["repeat_values"]) for t in complete)  # scored by the worst
+    assert "study my_app_seeds: minimize objective" in proc.stdout and "repeats" in proc.stdout

@@ -259,3 +259,48 @@ def test_plots_of_an_app_that_never_reports_say_the_curves_were_skipped(tmp_path
     results(tmp_path, "--plots", str(tmp_path / "plots"))
     assert "curves.png: skipped (no trial reported per step" in capsys.readouterr().out
     assert not (tmp_path / "plots" / "curves.png").exists()
+
+
+# ------------------------------------------------------------------ README's own-app bad-input table
+
+
+def own_app_rows():
+    import re
+
+    from .support import REPO
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("<!-- own-app-bad-input-table: begin -->")[1].split("<!-- own-app-bad-input-table: end -->")[0]
+    rows = []
+    for line in table.strip().splitlines()[2:]:
+        args, said = re.match(r"\| `(.*)` \| `(.*)` \|$", line).groups()
+        rows.append((args, said))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def own_app(tmp_path_factory):
+    """README's own app, its files written by the README block (everything before it runs the sweep)."""
+    import subprocess
+
+    from .test_any_app import readme_block
+
+    folder = tmp_path_factory.mktemp("own_app")
+    script = readme_block("own-app-example")
+    subprocess.run(["bash", "-e", "-c", script[:script.index("python my_app/app.py -m")]], cwd=folder, check=True)
+    return folder
+
+
+@pytest.mark.parametrize("args, said", own_app_rows())
+def test_every_row_of_readmes_own_app_bad_input_table(own_app, monkeypatch, capsys, args, said):
+    import runpy
+    import shlex
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.chdir(own_app)
+    app = lambda: runpy.run_path(str(own_app / "my_app" / "app.py"), run_name="__main__")
+    assert in_process(app, ["my_app/app.py", "-m", *shlex.split(args)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error") and said in err and err.count("\n") == 1, err
+    assert not (own_app / "my_app.db").exists() or not optuna.get_all_study_summaries(
+        open_storage(f"sqlite:///{own_app}/my_app.db"))  # no trial written
