@@ -47,13 +47,24 @@ def compose(config_dir: str, config_name: str, overrides: List[str]) -> Dict[str
     return out
 
 
+def launch_command() -> str:
+    """How the sweep was started, as a user types it: ``mnist-train``, ``python my_app/app.py``, ``python -m pkg.app``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name and not spec.name.startswith("__main__"):  # python -m pkg.app
+        name = spec.name[:-len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return f"python -m {name}"
+    if sys.argv and sys.argv[0].endswith(".py"):  # python path/to/app.py: the path as given
+        return f"python {sys.argv[0]}"
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "<app>"  # a console script
+
+
 def record_app_config(study: optuna.Study, config: Any, module: Optional[str]) -> None:
     """Record on the study where the app's config lives, so a trial can be exported without asking."""
     sources = [s for s in config.hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
     if not sources:
         return
     value = {"config_dir": sources[0].path, "config_name": config.hydra.job.config_name,
-             "module": module if module and module != "__main__" else None, "command": Path(sys.argv[0]).name}
+             "module": module if module and module != "__main__" else None, "command": launch_command()}
     if study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) != value:
         study._storage.set_study_system_attr(study._study_id, APP_CONFIG_ATTR, value)
 
@@ -141,7 +152,10 @@ def write_experiment(name: str, overrides: List[str], about: str, run: str, conf
         except Exception as exc:
             raise ExportError(f"the exported file does not compose ({one_line(exc)}); nothing written") from None
         if again != wanted:
-            raise ExportError("the exported file does not compose to the trial's config; nothing written")
+            primary_defaults = OmegaConf.load(conf / f"{primary}.yaml").get("defaults") or []
+            hint = ("; the app's primary config has a defaults list without _self_: add '- _self_' as its last "
+                    "entry, so an experiment merges over it" if "_self_" not in primary_defaults else "")
+            raise ExportError(f"the exported file does not compose to the trial's config; nothing written{hint}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

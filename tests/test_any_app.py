@@ -267,6 +267,10 @@ def run_own_app_example(tmp_path, env):
     assert all(t.user_attrs["size"] > 40000 for t in trials if t.user_attrs.get("rejected"))
     assert any(t.state == TrialState.PRUNED and t.user_attrs.get("pruned_at_step") for t in trials)
     assert "study my_app: minimize objective" in proc.stdout and "rank  trial  state" in proc.stdout
+    exported = (tmp_path / "my_app" / "conf" / "experiment" / "best.yaml").read_text()
+    best = study.best_trial
+    assert f"trial {best.number} (complete" in exported and "# Run: python my_app/app.py +experiment=best" in exported
+    assert f"lr: {best.params['lr']}" in exported and f"width: {best.params['width']}" in exported
     return proc
 
 
