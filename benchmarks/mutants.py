@@ -135,6 +135,29 @@ MUTANTS = {
         "every seed sees the same batches and augmentations", "mnist_arch/trainer.py",
         "generator = torch.Generator(device=device).manual_seed(cfg.seed)",
         "generator = torch.Generator(device=device).manual_seed(0)", ["tests/test_train.py"]),
+    # The any-app round: what a user bringing their own Hydra app now relies on.
+    "traceback_not_written": (
+        "a failing job's traceback not written to error.log", "sweeper/tracebacks.py",
+        "            (folder / ERROR_LOG).write_text(text)\n", "            pass\n", ["tests/test_own_app.py"]),
+    "group_options_unchecked": (
+        "a choice of a missing config-group option runs anyway", "sweeper/optuna_sweeper.py",
+        "            check_group_choices(distributions, self._group_options)\n", "", ["tests/test_own_app.py"]),
+    "misspelt_key_not_named": (
+        "a misspelt hydra.sweeper key gets Hydra's four lines", "sweeper/errors.py",
+        "        return no_such_key(full_key, [f.name for f in dataclasses.fields(schema)])", "        return None",
+        ["tests/test_own_app.py"]),
+    "driver_hint_generic": (
+        "every missing driver told to install the PostgreSQL one", "sweeper/storage.py",
+        "    hint = DRIVERS.get(scheme) or", "    hint = DRIVERS['postgresql'] or", ["tests/test_own_app.py"]),
+    "objectives_one_column": (
+        "a multi-objective study's values in one list column", "sweeper/table.py",
+        "    return dict(zip(objective_names(study), maximize))", "    return {'objective': maximize[0]}",
+        ["tests/test_own_app.py", "tests/test_results.py"]),
+    "full_trial_needs_steps": (
+        "the full-trial time unknown for an app that never reports steps", "sweeper/table.py",
+        "    full = [_seconds(t) for t in complete if (steps_run(t) or 0) == full_steps]",
+        "    full = [_seconds(t) for t in complete if full_steps and steps_run(t) == full_steps]",
+        ["tests/test_own_app.py", "tests/test_results.py"]),
 }
 
 
