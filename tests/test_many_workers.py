@@ -128,7 +128,7 @@ def test_results_on_an_empty_postgres_database_say_it_holds_no_sweep(postgres, t
     url = postgres.url().rsplit("/", 1)[0] + "/empty"
     proc = run_cli(["sweeper.results", "--storage", url], cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"mnist-results: {url} holds no sweep: it has no Optuna tables (an empty database, " \
+    assert proc.stderr.strip() == f"sweep-results: {url} holds no sweep: it has no Optuna tables (an empty database, " \
                                   "or another program's)"
 
 

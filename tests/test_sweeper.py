@@ -164,7 +164,10 @@ def test_nan_and_exceptions_fail_their_trial_but_not_the_sweep(tmp_path):
     kinds = by_kind(load(tmp_path, "toy"))
     assert len(kinds["complete"]) == 4
     errors = {t.params["x"]: t.user_attrs["error"] for t in kinds["fail"]}
-    assert errors == {1: "objective is not finite: [nan]", 2: "RuntimeError: boom at x=2"}
+    (raised,) = [t for t in kinds["fail"] if t.params["x"] == 2]
+    log = raised.user_attrs["error_log"]  # a job's own error keeps its traceback; a NaN result has none
+    assert errors == {1: "objective is not finite: [nan]", 2: f"RuntimeError: boom at x=2 (traceback: {log})"}
+    assert open(log).read().rstrip().endswith("RuntimeError: boom at x=2")
 
 
 def test_too_many_failures_stop_the_sweep(tmp_path):
