@@ -131,9 +131,11 @@ def report_sweeper_errors_in_one_line() -> None:
             return func()
         except Exception as exc:
             line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else sweeper_error_line(exc)
-            if line is None:
+            if line is None:  # not the sweeper's: the report it would have had (names it, so the closure keeps it)
+                error = exc
+
                 def reraise() -> Any:
-                    raise exc
+                    raise error
 
                 return current(reraise)
             sys.stderr.write(f"{line}\n" if line.startswith("Error") else f"Error: {line}\n")
