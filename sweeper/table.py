@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .repeats import AGGREGATE_ATTR, AGGREGATES, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR
+from .repeats import (AGGREGATE_ATTR, AGGREGATES, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
+                      stored_values)
 from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
 
 KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
@@ -93,15 +94,31 @@ def budget_column(trials: Sequence[FrozenTrial]) -> Optional[str]:
     return METRIC_COLUMNS.get(names[-1], names[-1])
 
 
+def shown_values(t: FrozenTrial) -> Optional[List[float]]:
+    """The objective values the table shows for a trial.
+
+    A complete trial's own. A raced trial's finished repeats, aggregated as the sweep aggregates
+    them (Optuna stores a pruned trial's last per-step report as its value: for a raced trial that
+    is a step of its first repeat, not what its repeats scored). A pruned trial's last per-step
+    report, as Optuna keeps it.
+    """
+    if trial_kind(t) == "raced":
+        so_far = stored_values(t.user_attrs)
+        if so_far:
+            fn = AGGREGATES[t.user_attrs.get(AGGREGATE_ATTR, "mean")]
+            return [float(fn([v[i] for v in so_far])) for i in range(len(so_far[0]))]
+    return list(t.values) if t.values else None
+
+
 def rank_key(study: optuna.Study):
+    """Complete trials first, best objective first; then each other kind, best shown objective first."""
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
 
     def key(t: FrozenTrial):
         kind = trial_kind(t)
-        if kind == "complete":
-            return (0, sign * t.values[0], t.number)
-        acc = t.user_attrs.get("best_test_acc")
-        return (1 + KINDS.index(kind), -(acc if acc is not None else -1), t.number)
+        values = shown_values(t)
+        first = sign * values[0] if values and values[0] is not None else float("inf")
+        return (KINDS.index(kind), first, t.number)
 
     return key
 
@@ -165,7 +182,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
         kind = trial_kind(t)
         if kind in ("complete", "pruned", "raced"):
             rank += 1
-        values = list(t.values) if t.values else [None] * len(objectives)
+        values = shown_values(t) or [None] * len(objectives)
         row = {
             "rank": rank if kind in ("complete", "pruned", "raced") else None,
             "trial": t.number,

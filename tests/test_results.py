@@ -468,3 +468,21 @@ def test_export_of_a_chosen_trial_that_is_not_the_best_composes_to_that_trials_c
     best = compose_app(app_conf["config_dir"], "train", study.best_trial.user_attrs["overrides"])
     for key in ("model", "optim"):  # key by key: the chosen trial's values, not the best trial's
         assert exported[key] == expected[key] and exported[key] != best[key]
+
+
+def test_a_raced_trial_shows_its_repeats_aggregated_not_optunas_last_step_and_ranks_by_it(tmp_path):
+    """Optuna stores a pruned trial's last per-step report as its value; for a raced trial that is a
+    step of its first repeat (99.41 below), not what its repeats scored (min of 99.36, 99.18)."""
+    study = optuna.create_study(study_name="raced", storage=f"sqlite:///{tmp_path}/sweeps.db", direction="maximize")
+    for number, steps, scores in [(0, [99.2, 99.41], [99.36, 99.18]), (1, [99.1, 99.3], [99.3])]:
+        trial = study.ask({"lr": FloatDistribution(0.01, 0.3)})
+        for step, value in enumerate(steps, 1):
+            trial.report(value, step)
+        for key, value in {"repeats_n": 3, "repeats_aggregate": "min", "raced_out_after": len(scores),
+                           "repeat_values": scores, "repeats_run": len(scores)}.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert [t.value for t in study.trials] == [99.41, 99.3]  # what Optuna keeps
+    rows = trial_rows(study)
+    assert [(r["trial"], r["state"], r["objective"], r["repeats"]) for r in rows] == [
+        (1, "raced", 99.3, [99.3]), (0, "raced", 99.18, [99.36, 99.18])]
