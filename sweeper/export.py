@@ -7,12 +7,15 @@ checked to give exactly the trial's config; else nothing is written.
 
 The app's config (folder and primary config name) is the one the sweep recorded on the study;
 studies from before that record take ``--config-dir``, ``--config-name`` and ``--app-module`` (the
-module whose import registers the app's structured configs).
+module whose import registers the app's structured configs). What registers them is recorded too:
+the task function's module, the module run by ``python -m pkg.app``, or the script run by
+``python path/app.py`` (loaded under another name, so its guarded main does not run).
 """
 
 import importlib
 import os
 import re
+import runpy
 import sys
 import tempfile
 from pathlib import Path
@@ -58,13 +61,29 @@ def launch_command() -> str:
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "<app>"  # a console script
 
 
+def app_source(task_module: Optional[str]) -> Dict[str, Optional[str]]:
+    """What registers the app's structured configs (schemas) when imported or run: ``module`` (the
+    task function's module; under ``python -m pkg.app``, where that is ``__main__``, the name it was
+    run by) or, for ``python path/app.py``, ``script`` (its absolute path)."""
+    if task_module and task_module != "__main__":
+        return {"module": task_module, "script": None}
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and not spec.name.endswith("__main__"):  # python -m pkg.app
+        return {"module": spec.name, "script": None}
+    path = getattr(main, "__file__", None)
+    if spec is None and path and path.endswith(".py"):  # python path/app.py
+        return {"module": None, "script": str(Path(path).resolve())}
+    return {"module": None, "script": None}  # python -m pkg (its __main__ runs the app when imported)
+
+
 def record_app_config(study: optuna.Study, config: Any, module: Optional[str]) -> None:
     """Record on the study where the app's config lives, so a trial can be exported without asking."""
     sources = [s for s in config.hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
     if not sources:
         return
-    value = {"config_dir": sources[0].path, "config_name": config.hydra.job.config_name,
-             "module": module if module and module != "__main__" else None, "command": launch_command()}
+    value = {"config_dir": sources[0].path, "config_name": config.hydra.job.config_name, **app_source(module),
+             "command": launch_command()}
     if study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) != value:
         study._storage.set_study_system_attr(study._study_id, APP_CONFIG_ATTR, value)
 
@@ -114,12 +133,13 @@ def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, c
     about = (f"Exported from study {study.study_name!r}, trial {trial.number} "
              f"({trial.state.name.lower()}{', ' + value if value else ''}{size}).")
     target = write_experiment(name, overrides, about, run, Path(config_dir or recorded.get("config_dir") or "conf"),
-                              config_name or recorded.get("config_name") or "train", module or recorded.get("module"))
+                              config_name or recorded.get("config_name") or "train", module or recorded.get("module"),
+                              None if module else recorded.get("script"))
     return f"wrote {target}: trial {trial.number}; run it with: {run} +experiment={name}"
 
 
 def write_experiment(name: str, overrides: List[str], about: str, run: str, conf: Path, primary: str,
-                     module: Optional[str]) -> Path:
+                     module: Optional[str], script: Optional[str] = None) -> Path:
     """``<conf>/experiment/<name>.yaml`` applying ``overrides`` as a delta; kept only if it composes to their config."""
     if not NAME.match(name):
         raise ExportError(f"--export {name!r}: give a file name (letters, digits, '_', '-', '.'), not a path")
@@ -128,6 +148,14 @@ def write_experiment(name: str, overrides: List[str], about: str, run: str, conf
             importlib.import_module(module)
         except Exception as exc:
             raise ExportError(f"the app's module {module!r} cannot be imported: {one_line(exc)}") from None
+    elif script:  # run as a module of another name: its schemas registered, its guarded main not called
+        sys.path.insert(0, str(Path(script).parent))  # as python puts it there for the script's own imports
+        try:
+            runpy.run_path(script, run_name="__sweep_export__")
+        except Exception as exc:
+            raise ExportError(f"the app's script {script} cannot be loaded: {one_line(exc)}") from None
+        finally:
+            sys.path.remove(str(Path(script).parent))
     if not (conf / f"{primary}.yaml").is_file():
         raise ExportError(f"the app's config {conf / primary}.yaml is not there; give --config-dir and --config-name")
     target = conf / "experiment" / f"{name}.yaml"
@@ -136,7 +164,9 @@ def write_experiment(name: str, overrides: List[str], about: str, run: str, conf
     try:
         wanted = compose(str(conf), primary, overrides)
     except Exception as exc:
-        raise ExportError(f"the overrides no longer compose: {one_line(exc)}") from None
+        hint = ("; if the app registers structured configs, give --app-module (the module that registers them)"
+                if not (module or script) else "")
+        raise ExportError(f"the overrides no longer compose: {one_line(exc)}{hint}") from None
     defaults, values = delta(overrides, conf)
     adds = [d for d in defaults if not next(iter(d)).startswith("override ")]  # Hydra wants overrides last
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [*adds, *(d for d in defaults if d not in adds), "_self_"],

@@ -486,3 +486,83 @@ def test_a_raced_trial_shows_its_repeats_aggregated_not_optunas_last_step_and_ra
     rows = trial_rows(study)
     assert [(r["trial"], r["state"], r["objective"], r["repeats"]) for r in rows] == [
         (1, "raced", 99.3, [99.3]), (0, "raced", 99.18, [99.36, 99.18])]
+
+
+@pytest.mark.parametrize("task_module, main_spec, main_file, expected", [
+    ("my_pkg.app", None, None, {"module": "my_pkg.app", "script": None}),  # the app's module was imported
+    ("__main__", "mnist_arch.train", None, {"module": "mnist_arch.train", "script": None}),  # python -m mnist_arch.train
+    ("__main__", None, "my_app/app.py", {"module": None, "script": "ABS"}),  # python my_app/app.py
+    ("__main__", "my_pkg.__main__", None, {"module": None, "script": None}),  # python -m my_pkg: not importable safely
+])
+def test_the_app_source_recorded_for_export_is_what_registers_its_schemas(monkeypatch, tmp_path, task_module,
+                                                                          main_spec, main_file, expected):
+    import importlib.machinery
+    import sys
+    import types
+
+    from sweeper.export import app_source
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec(main_spec, None) if main_spec else None
+    if main_file:
+        main.__file__ = str(tmp_path / main_file)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    if expected["script"] == "ABS":
+        expected = {**expected, "script": str((tmp_path / main_file).resolve())}
+    assert app_source(task_module) == expected
+
+
+SCHEMA_APP = '''\
+from dataclasses import dataclass
+
+import hydra
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class AppConf:
+    lr: float = 0.1
+    width: int = 8
+
+
+ConfigStore.instance().store(name="app_schema", node=AppConf)
+
+
+@hydra.main(config_path="conf", config_name="app", version_base="1.3")
+def main(cfg):
+    raise SystemExit("the app's main must not run on export")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("source", ["module", "script", "none"])
+def test_export_in_a_fresh_process_loads_what_registers_the_apps_schema(tmp_path, source):
+    """An app whose primary config is a structured schema composes only once its code has run; the
+    export (a fresh process, nothing registered) loads the recorded module or script, else says what to give."""
+    app = tmp_path / "schema_app"
+    (app / "conf").mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "app.py").write_text(SCHEMA_APP)
+    (app / "conf" / "app.yaml").write_text("defaults:\n  - app_schema\n  - _self_\nwidth: 16\n")
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="schema", storage=url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"lr": 0.05}, distributions={"lr": FloatDistribution(0.01, 0.3)}, value=1.0,
+        user_attrs={"overrides": ["lr=0.05"]}))
+    recorded = {"config_dir": str(app / "conf"), "config_name": "app", "command": "python -m schema_app.app",
+                "module": "schema_app.app" if source == "module" else None,
+                "script": str(app / "app.py") if source == "script" else None}
+    study._storage.set_study_system_attr(study._study_id, "app_config", recorded)
+    proc = run_cli(["sweeper.results", "--storage", url, "schema", "--export", "best"], cwd=tmp_path,
+                   env={"PYTHONPATH": str(tmp_path)})
+    exported = app / "conf" / "experiment" / "best.yaml"
+    if source == "none":
+        assert proc.returncode != 0 and not exported.exists()
+        assert "Could not load 'app_schema'" in proc.stderr and "give --app-module" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "must not run" not in proc.stdout + proc.stderr
+    assert exported.read_text().endswith("defaults:\n- _self_\nlr: 0.05\n")
