@@ -26,7 +26,7 @@ from .config import DEFAULT_STORAGE, LEGACY_STORAGE_ENV, STORAGE_ENV, storage_fr
 from .errors import fail
 from .storage import StorageError, open_storage_readonly
 from .table import (
-    ACC_COLUMNS, KINDS, SIZE, TableError, budget_column, filter_rows, objective_columns, pareto_front, sort_rows, summary,
+    ACC_COLUMNS, KINDS, METRIC_COLUMNS, SIZE, TableError, budget_column, filter_rows, objective_columns, pareto_front, sort_rows, summary,
     trial_rows,
 )
 
@@ -146,8 +146,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--min-acc", type=float, help="mnist_arch: only trials whose accuracy (see --acc) is at least this")
     p.add_argument("--acc", choices=ACC_COLUMNS, default=None,
                    help="mnist_arch: the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best "
-                        "epoch (default), final epoch, worst of the last k epochs (objective.last_k), or that on "
-                        "the validation split")
+                        "epoch, final epoch, worst of the last k epochs (objective.last_k), or that on the "
+                        "validation split (default: the one the study optimizes, else the best epoch)")
     p.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
     p.add_argument("--sort", metavar="COLUMN",
                    help="order rows by this column instead of the objective: objectives by their direction, the "
@@ -175,9 +175,21 @@ def pareto_axes(objectives: Dict[str, bool], budget: Optional[str], acc: Optiona
     if budget is None:
         raise TableError("--pareto needs two things to trade off: this study has one objective and no budget "
                          "measure (hydra.sweeper.budget)")
-    if acc is not None or (rows and "best_acc" in rows[0]):
-        return {acc or "best_acc": True, budget: False}
+    if acc is not None:
+        return {acc: True, budget: False}
     return {**objectives, budget: False}
+
+
+def default_acc(study: Any) -> str:
+    """mnist_arch's accuracy column for --pareto, --min-acc and the accuracy plot when --acc is not
+    given: the one the study optimizes (``min_last_k`` for ``objective.metric=min_last_k_test_acc``),
+    else the best epoch's."""
+    names = list(study.metric_names or [])
+    if not names:
+        names = [t.user_attrs.get("objective_metric") for t in study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("objective_metric")][-1:]
+    column = METRIC_COLUMNS.get(names[0]) if len(study.directions) == 1 and names else None
+    return column if column in ACC_COLUMNS else "best_acc"
 
 
 def run(args: argparse.Namespace) -> str:
@@ -208,13 +220,14 @@ def run(args: argparse.Namespace) -> str:
     rows = trial_rows(study, all_params=args.format in ("csv", "json"))
     objectives = objective_columns(study)
     budget = budget_column(study.get_trials(deepcopy=False))
-    acc = args.acc or "best_acc"
+    acc = args.acc or default_acc(study)
     try:
         if args.sort:
             higher = objectives.get(args.sort, args.sort != budget)
             rows = sort_rows(rows, args.sort, higher_first=higher)
         if args.pareto:
-            rows = pareto_front(rows, axes=pareto_axes(objectives, budget, args.acc, rows))
+            carried = args.acc or (acc if rows and acc in rows[0] else None)
+            rows = pareto_front(rows, axes=pareto_axes(objectives, budget, carried, rows))
         rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, acc, budget)
     except TableError as exc:
         raise ResultsError(str(exc)) from None

@@ -70,8 +70,12 @@ def app_conf(tmp_path):
     return dict(config_dir=str(tmp_path / "conf"), config_name="train", module="mnist_arch.config")
 
 
+def rows_of_study(url, name, *args):
+    return json.loads(run(parse_args(["--storage", url, name, "--format", "json", *args])))
+
+
 def rows_of(url, *args):
-    return json.loads(run(parse_args(["--storage", url, "known", "--format", "json", *args])))
+    return rows_of_study(url, "known", *args)
 
 
 def test_rows_are_ranked_and_exact(db):
@@ -566,3 +570,21 @@ def test_export_in_a_fresh_process_loads_what_registers_the_apps_schema(tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "must not run" not in proc.stdout + proc.stderr
     assert exported.read_text().endswith("defaults:\n- _self_\nlr: 0.05\n")
+
+
+def test_pareto_and_min_acc_default_to_the_accuracy_the_study_optimizes(tmp_path):
+    """A study of the worst of the last 3 epochs: its front trades that, not the best epoch, against size."""
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="held", storage=url, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["min_last_k_test_acc"])
+    for size, best, held in [(4563, 99.43, 99.34), (4938, 99.39, 99.35)]:  # the larger peaks lower, holds higher
+        trial = optuna.trial.create_trial(
+            params={"model/widths": "tiny", "optim.lr": 0.05}, distributions=SPACE, state=TrialState.COMPLETE,
+            value=held, user_attrs={"n_params": size, "best_test_acc": best, "min_last_k_test_acc": held,
+                                    "launched": True})
+        study.add_trial(trial)
+    assert [r["trial"] for r in rows_of_study(url, "held", "--pareto")] == [0, 1]
+    assert [r["trial"] for r in rows_of_study(url, "held", "--pareto", "--acc", "best_acc")] == [0]
+    assert [r["trial"] for r in rows_of_study(url, "held", "--min-acc", "99.345")] == [1]
