@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .repeats import (AGGREGATE_ATTR, AGGREGATES, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
+from .repeats import (AGGREGATE_ATTR, AGGREGATES, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
                       stored_values)
 from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
 
@@ -176,6 +176,11 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     with_repeats = any(t.user_attrs.get("repeat_values") for t in trials)
     with_steps = any(steps_run(t) for t in trials)
     with_seconds = any(_seconds(t) is not None for t in trials)
+    reruns = {}  # a trial failed by a lost worker or an interrupt -> the trial queued to run its point again
+    for t in trials:
+        source = t.user_attrs.get("retry_of", t.user_attrs.get(CONTINUES_ATTR))
+        if isinstance(source, int):
+            reruns[source] = t.number
     rows, rank = [], 0
     for t in trials:
         a = metric_attrs(t)
@@ -199,6 +204,8 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
             row["seconds"] = round(_seconds(t), 1) if _seconds(t) is not None else None
         raced = f"raced out after {a[RACED_OUT_ATTR]} of {a.get(REPEATS_N_ATTR)} repeats" if kind == "raced" else None
         row["note"] = a.get("reason") or a.get(ERROR_ATTR) or raced or a.get("stop_reason")
+        if t.number in reruns:
+            row["note"] = "; ".join(filter(None, [row["note"], f"run again as trial {reruns[t.number]}"]))
         rows.append(row)
     return rows
 

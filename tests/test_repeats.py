@@ -16,6 +16,7 @@ from sweeper.api import SweepTrial
 from sweeper.errors import SweepError
 from sweeper.repeats import Repeats
 from sweeper.storage import open_storage
+from sweeper.table import trial_rows
 
 from .support import in_process
 
@@ -166,6 +167,9 @@ def test_a_sweep_interrupted_between_repeats_resumes_without_losing_or_repeating
     assert [a["seed_run"] for a in resumed.user_attrs["repeat_attrs"]] == [0, 1, 2]
     # repeat 0 ran once (in the cut trial); the resume ran repeats 1 and 2 only
     assert sorted(p.name for p in (tmp_path / "sweep" / "1").iterdir()) == ["repeat_1", "repeat_2"]
+    study = optuna.load_study(study_name="repeats", storage=open_storage(f"sqlite:///{tmp_path}/sweeps.db"))
+    notes = {r["trial"]: r["note"] for r in trial_rows(study)}
+    assert notes == {0: "interrupted; run again as trial 1", 1: None}  # the table links the cut trial to its carry-on
 
 
 def test_n_complete_trials_ends_the_study_when_that_many_completed(tmp_path):

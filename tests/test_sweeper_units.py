@@ -21,6 +21,7 @@ from sweeper.claim import ClaimStep
 from sweeper.liveness import HEARTBEAT_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
 from sweeper.reporter import TrialReporter
 from sweeper.storage import has_password, masked, scrubbed
+from sweeper.table import trial_rows
 
 from .support import REPO
 
@@ -254,6 +255,8 @@ def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_la
     queued = [t for t in study.trials if t.state == TrialState.WAITING]
     assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == lost.params
     assert queued[0].user_attrs["retry_of"] == lost.number
+    notes = {r["trial"]: r["note"] for r in trial_rows(study)}
+    assert notes[lost.number].endswith(f"was killed or lost; run again as trial {queued[0].number}")
 
 
 def test_only_unlaunched_running_trials_are_failed_as_never_launched():
