@@ -27,7 +27,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from .errors import one_line
-from .trials import OVERRIDES_ATTR
+from .repeats import RACED_OUT_ATTR, REPEATS_N_ATTR
+from .table import shown_values
+from .trials import OVERRIDES_ATTR, trial_kind
 
 APP_CONFIG_ATTR = "app_config"  # study system attribute: {"config_dir", "config_name", "module", "command"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -127,11 +129,13 @@ def export_trial(study: optuna.Study, name: str, number: Optional[int] = None, c
         raise ExportError(f"trial {trial.number} has no stored overrides (not run by the optuna_budget sweeper)")
     recorded = study._storage.get_study_system_attrs(study._study_id).get(APP_CONFIG_ATTR) or {}
     run = recorded.get("command") or "<app>"
-    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], trial.values or []))
+    value = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or ["objective"], shown_values(trial) or []))
+    if trial_kind(trial) == "raced":  # its finished repeats' aggregate, not Optuna's last step (table.shown_values)
+        value += f" over {trial.user_attrs.get(RACED_OUT_ATTR)} of {trial.user_attrs.get(REPEATS_N_ATTR)} repeats"
     size = trial.user_attrs.get("n_params")
     size = f", {size:,} parameters" if size is not None and "n_params" not in value else ""
     about = (f"Exported from study {study.study_name!r}, trial {trial.number} "
-             f"({trial.state.name.lower()}{', ' + value if value else ''}{size}).")
+             f"({trial_kind(trial)}{', ' + value if value else ''}{size}).")
     target = write_experiment(name, overrides, about, run, Path(config_dir or recorded.get("config_dir") or "conf"),
                               config_name or recorded.get("config_name") or "train", module or recorded.get("module"),
                               None if module else recorded.get("script"))

@@ -588,3 +588,13 @@ def test_pareto_and_min_acc_default_to_the_accuracy_the_study_optimizes(tmp_path
     assert [r["trial"] for r in rows_of_study(url, "held", "--pareto")] == [0, 1]
     assert [r["trial"] for r in rows_of_study(url, "held", "--pareto", "--acc", "best_acc")] == [0]
     assert [r["trial"] for r in rows_of_study(url, "held", "--min-acc", "99.345")] == [1]
+
+
+def test_an_exported_raced_trial_says_what_its_repeats_scored(tmp_path, app_conf):
+    study = optuna.create_study(study_name="raced", storage=f"sqlite:///{tmp_path}/sweeps.db", direction="maximize")
+    add(study, 3689, TrialState.PRUNED, "tiny", 0.07,
+        {"launched": True, "repeats_n": 3, "repeats_aggregate": "min", "raced_out_after": 2,
+         "repeat_values": [99.35, 99.31]}, [99.2, 99.35])
+    export_trial(study, "raced", number=0, **app_conf)
+    header = (tmp_path / "conf" / "experiment" / "raced.yaml").read_text().splitlines()[1]
+    assert header == "# Exported from study 'raced', trial 0 (raced, objective=99.31 over 2 of 3 repeats, 3,689 parameters)."
