@@ -170,7 +170,7 @@ def write_experiment(name: str, overrides: List[str], about: str, run: str, conf
     except Exception as exc:
         hint = ("; if the app registers structured configs, give --app-module (the module that registers them)"
                 if not (module or script) else "")
-        raise ExportError(f"the overrides no longer compose: {one_line(exc)}{hint}") from None
+        raise ExportError(f"the overrides no longer compose: {one_line(exc).rstrip('.')}{hint}") from None
     defaults, values = delta(overrides, conf)
     adds = [d for d in defaults if not next(iter(d)).startswith("override ")]  # Hydra wants overrides last
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": [*adds, *(d for d in defaults if d not in adds), "_self_"],
