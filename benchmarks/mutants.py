@@ -158,6 +158,20 @@ MUTANTS = {
         "    full = [_seconds(t) for t in complete if (steps_run(t) or 0) == full_steps]",
         "    full = [_seconds(t) for t in complete if full_steps and steps_run(t) == full_steps]",
         ["tests/test_own_app.py", "tests/test_results.py"]),
+    # Found by using the tools on the small-end study's real database.
+    "raced_shows_last_step": (
+        "a raced trial shows Optuna's last per-step report as its objective", "sweeper/table.py",
+        '    if trial_kind(t) == "raced":\n        so_far', '    if False:\n        so_far', ["tests/test_results.py"]),
+    "pareto_on_best_epoch": (
+        "--pareto trades the best epoch, not the accuracy the study optimizes", "sweeper/results.py",
+        "    acc = args.acc or default_acc(study)", '    acc = args.acc or "best_acc"', ["tests/test_results.py"]),
+    "rerun_not_named": (
+        "a failed trial does not name the trial that runs its point again", "sweeper/table.py",
+        "        if t.number in reruns:", "        if False:", ["tests/test_repeats.py", "tests/test_sweeper_units.py"]),
+    "python_m_module_lost": (
+        "a sweep run by python -m records no module, so its export cannot compose", "sweeper/export.py",
+        '        return {"module": spec.name, "script": None}', '        return {"module": None, "script": None}',
+        ["tests/test_results.py"]),
 }
 
 
