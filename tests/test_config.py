@@ -183,3 +183,19 @@ def test_the_design_analysis_recovers_a_known_main_effect_with_its_seed_spread()
     assert by_factor["E"]["n_high"] == by_factor["E"]["n_low"] == 12
     assert all(abs(e["effect"]) < 1e-9 for f, e in by_factor.items() if f != "E")  # orthogonal: nothing leaks
     assert by_factor["E"]["aliases"] == "AC BG DF"
+
+
+def readme_train_commands():
+    """The ``mnist-train`` lines of README's "Train one model" block, their overrides split as bash would."""
+    import shlex
+
+    block = (REPO / "README.md").read_text().split("## Train one model", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("mnist-train")]
+
+
+@pytest.mark.parametrize("overrides", readme_train_commands(), ids=lambda o: " ".join(o) or "(defaults)")
+def test_every_train_command_in_the_readme_composes_to_a_model_it_can_build(overrides):
+    cfg = compose(*overrides)
+    n = count_parameters(build_model(cfg.model))
+    limit = cfg.budget.max_params
+    assert limit is None or n <= limit  # each one trains: none stops at the budget guard
