@@ -123,8 +123,7 @@ class Repeats:
 
     def aggregated(self, per_repeat: Sequence[Sequence[float]]) -> List[float]:
         """The trial's values: each objective aggregated over the repeats."""
-        fn = AGGREGATES[self.aggregate]
-        return [float(fn([values[i] for values in per_repeat])) for i in range(len(per_repeat[0]))]
+        return aggregate(self.aggregate, per_repeat)
 
     def best_possible(self, so_far: Sequence[float], direction: str) -> float:
         """The trial's best final aggregate, if every repeat left gave ``bound`` (else the unbounded best)."""
@@ -142,6 +141,12 @@ class Repeats:
             return False
         best = self.best_possible(so_far, direction)
         return best < incumbent if direction == "maximize" else best > incumbent
+
+
+def aggregate(how: str, per_repeat: Sequence[Sequence[float]]) -> List[float]:
+    """Each objective aggregated over the repeats (``how``: a key of AGGREGATES); a list per repeat in."""
+    fn = AGGREGATES[how]
+    return [float(fn([values[i] for values in per_repeat])) for i in range(len(per_repeat[0]))]
 
 
 def first_values(per_repeat: Sequence[Sequence[float]]) -> List[float]:

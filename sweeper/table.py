@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .repeats import (AGGREGATE_ATTR, AGGREGATES, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
-                      stored_values)
+                      aggregate, stored_values)
 from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
 
 KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
@@ -105,8 +105,7 @@ def shown_values(t: FrozenTrial) -> Optional[List[float]]:
     if trial_kind(t) == "raced":
         so_far = stored_values(t.user_attrs)
         if so_far:
-            fn = AGGREGATES[t.user_attrs.get(AGGREGATE_ATTR, "mean")]
-            return [float(fn([v[i] for v in so_far])) for i in range(len(so_far[0]))]
+            return aggregate(t.user_attrs.get(AGGREGATE_ATTR, "mean"), so_far)
     return list(t.values) if t.values else None
 
 

@@ -34,13 +34,19 @@ def add(study, number_params, state, widths, lr, attrs, curve=()):
     study.add_trial(trial)
 
 
+def study_of_metric(url, name, metric):
+    """A new maximize study whose objective is named ``metric``, as the sweeper names mnist_arch's."""
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
+    return study
+
+
 @pytest.fixture
 def db(tmp_path):
     url = f"sqlite:///{tmp_path}/sweeps.db"
-    study = optuna.create_study(study_name="known", storage=url, direction="maximize")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["best_test_acc"])
+    study = study_of_metric(url, "known", "best_test_acc")
     full = {"launched": True, "epochs_run": 4, "seconds": 100.0, "device": "cpu"}
     add(study, 7988, TrialState.COMPLETE, "s4", 0.05,
         {**full, "best_test_acc": 99.45, "final_test_acc": 99.41, "best_epoch": 3, "epoch_reached_target": 3,
@@ -575,10 +581,7 @@ def test_export_in_a_fresh_process_loads_what_registers_the_apps_schema(tmp_path
 def test_pareto_and_min_acc_default_to_the_accuracy_the_study_optimizes(tmp_path):
     """A study of the worst of the last 3 epochs: its front trades that, not the best epoch, against size."""
     url = f"sqlite:///{tmp_path}/sweeps.db"
-    study = optuna.create_study(study_name="held", storage=url, direction="maximize")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["min_last_k_test_acc"])
+    study = study_of_metric(url, "held", "min_last_k_test_acc")
     for size, best, held in [(4563, 99.43, 99.34), (4938, 99.39, 99.35)]:  # the larger peaks lower, holds higher
         trial = optuna.trial.create_trial(
             params={"model/widths": "tiny", "optim.lr": 0.05}, distributions=SPACE, state=TrialState.COMPLETE,
