@@ -50,7 +50,7 @@ from .interrupts import (
 from .liveness import fail_unlaunched_trials, mark_failed, requeue
 from .locate import locate_callable
 from .repeats import Repeats
-from .samplers import grid_size, make_pruner, make_sampler
+from .samplers import grid_size, make_pruner, make_sampler, same_start
 from .search_space import SearchSpaceError, check_group_choices, space_size, sweep_space
 from .storage import (
     StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
@@ -172,6 +172,11 @@ class OptunaBudgetSweeper:
                 storage = open_storage(self.storage_url)
                 study = load_or_create_study(storage, self.study_name, self.directions, None, pruner)
                 check_search_space(study, distributions, self.allow_search_space_change)
+                twin = same_start(study, self.sampler_cfg) if worker_index() is None else None
+                if twin is not None:
+                    log.warning("hydra.sweeper.sampler.seed=%s: study %r in this storage began with the same sampler, "
+                                "seed and search space, so this study's first (random) proposals repeat its first "
+                                "trials; give another seed for other points", self.sampler_cfg.get("seed"), twin)
                 # The seed moves on with the study, so a resumed or second invocation does not propose
                 # the first one's points again; a new study keeps the configured seed (reproducible).
                 offset = len(study.get_trials(deepcopy=False)) + (worker_index() or 0)

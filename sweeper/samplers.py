@@ -86,6 +86,32 @@ def make_sampler(node: DictConfig, distributions: Dict[str, BaseDistribution], o
     return _build(node, "sampler", extra)
 
 
+SAMPLER_START_ATTR = "sampler_start"  # "<sampler target>:<seed>" a study's first process began with
+
+
+def same_start(study: optuna.Study, node: DictConfig) -> Optional[str]:
+    """For a study with no trials yet, seeded: record the sampler and seed it begins with, and return the
+    name of another study in the storage that began with the same sampler and seed over the same search
+    space (its first, random proposals are this study's); None otherwise.
+
+    Call after ``check_search_space``, which records the study's search space.
+    """
+    from .storage import SEARCH_SPACE_ATTR
+
+    seed = node.get("seed")
+    if seed is None or study.get_trials(deepcopy=False):
+        return None
+    storage, study_id = study._storage, study._study_id
+    start = f"{node.get('_target_')}:{seed}"
+    storage.set_study_system_attr(study_id, SAMPLER_START_ATTR, start)
+    space = storage.get_study_system_attrs(study_id).get(SEARCH_SPACE_ATTR)
+    for other in storage.get_all_studies():
+        attrs = other.system_attrs
+        if other._study_id != study_id and attrs.get(SAMPLER_START_ATTR) == start and attrs.get(SEARCH_SPACE_ATTR) == space:
+            return other.study_name
+    return None
+
+
 def make_pruner(node: DictConfig) -> optuna.pruners.BasePruner:
     return _build(node, "pruner", {})
 

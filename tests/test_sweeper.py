@@ -295,6 +295,17 @@ def test_a_study_with_another_direction_is_refused(tmp_path):
     assert "study 'toy' exists with direction ['maximize'], not ['minimize']" in proc.stderr
 
 
+def test_a_second_study_begun_with_the_first_ones_seed_is_told_it_repeats_its_points(tmp_path):
+    space = ["x=interval(0,10)", "hydra.sweeper.n_trials=2"]
+    first = run_cli(toy(tmp_path, *space, study="first"), cwd=tmp_path)
+    second = run_cli(toy(tmp_path, *space, study="second"), cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    xs = lambda name: [t.params["x"] for t in load(tmp_path, name).get_trials()]
+    assert xs("second") == xs("first")
+    assert "study 'first' in this storage began with the same sampler, seed and search space" in second.stdout
+    assert "began with the same sampler" not in first.stdout
+
+
 def test_reporter_reaches_its_trial_from_another_process_through_the_storage(tmp_path):
     url = f"sqlite:///{tmp_path}/sweeps.db"
     study = optuna.create_study(study_name="bridge", storage=url, direction="maximize")

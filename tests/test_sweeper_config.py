@@ -10,7 +10,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 import sweeper.config  # noqa: F401  registers the groups
 from sweeper.errors import SweepError
-from sweeper.samplers import grid_size, make_pruner, make_sampler
+from sweeper.samplers import grid_size, make_pruner, make_sampler, same_start
+from sweeper.storage import check_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {
@@ -151,6 +152,38 @@ def test_the_seed_moves_on_with_the_offset_and_a_new_study_keeps_the_configured_
     first = [make_sampler(cfg, SPACE, offset=k)._rng.rng.randint(1 << 30) for k in (0, 0, 1, 3)]
     assert first[0] == first[1] and len(set(first)) == 3
     assert first[0] == optuna.samplers.RandomSampler(seed=5)._rng.rng.randint(1 << 30)
+
+
+def test_a_new_study_that_would_repeat_another_studys_first_points_is_named():
+    storage = optuna.storages.InMemoryStorage()
+    tpe = node("sampler", "tpe")
+    tpe.seed = 42
+
+    def begun(name, cfg, space=SPACE, trials=3):
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        check_search_space(study, space, allow_change=False)
+        twin = same_start(study, cfg)
+        study.sampler = make_sampler(cfg, space, offset=0)
+        for _ in range(trials):
+            study.tell(study.ask(space), 0.0)
+        return twin, [t.params for t in study.trials]
+
+    assert begun("first", tpe)[0] is None
+    twin, points = begun("second", tpe)
+    assert twin == "first" and points == begun("second_copy", tpe)[1]  # what it says is true: the same points
+    other_seed = tpe.copy()
+    other_seed.seed = 43
+    twin, points = begun("other_seed", other_seed)
+    assert twin is None and points != begun("again", tpe)[1]
+    assert begun("other_space", tpe, {**SPACE, "optim.lr": FloatDistribution(0.01, 0.2, step=0.01)})[0] is None
+    random = node("sampler", "random")
+    random.seed = 42
+    assert begun("other_sampler", random)[0] is None
+    unseeded = tpe.copy()
+    unseeded.seed = None
+    assert begun("unseeded", unseeded)[0] is None
+    resumed = optuna.load_study(study_name="second", storage=storage)
+    assert same_start(resumed, tpe) is None  # it has trials: resuming moves the seed on
 
 
 @pytest.mark.parametrize("target, message", [
