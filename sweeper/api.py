@@ -12,7 +12,7 @@ the same code runs both ways::
         if trial is not None and trial.report(score, step):
             break                       # pruned: the sweeper records the trial PRUNED
     if trial is not None:
-        trial.set_user_attr("n_params", n_params)   # shown by mnist-results, usable as an objective
+        trial.set_user_attr("n_params", n_params)   # shown by sweep-results, usable as an objective
     return score
 
 Raising ``optuna.TrialPruned`` after a pruning report has the same effect as returning.
@@ -32,7 +32,7 @@ from .config import SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of a
 
 log = logging.getLogger(__name__)
 
-READ_PATIENCE_S = 300  # a job that starts while the database is away waits for it this long
+READ_PATIENCE_S = 120  # how long a job waits for a database that is away, unless told (storage_patience's default)
 
 # Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
 # reuses the sweeper's connection (and an in-memory study is only reachable this way).
@@ -42,9 +42,10 @@ ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], Any] = {}
 class SweepTrial:
     """The trial a job runs for. Storage outages are logged and ridden out: the job trains on."""
 
-    def __init__(self, study: Any, number: int):
+    def __init__(self, study: Any, number: int, patience_s: float = READ_PATIENCE_S):
         self._study = study
         self.number = number
+        self._patience_s = patience_s  # a job that starts while the database is away waits for it this long
         with database_call():
             self._open(study, number)
         self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
@@ -56,17 +57,17 @@ class SweepTrial:
 
         trial_id = retry_transient(
             lambda: study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number),
-            f"finding trial {number}", READ_PATIENCE_S)
+            f"finding trial {number}", self._patience_s)
         # Trial() reads the trial (and the sampler's relative search space) from the storage as well
         self._trial = retry_transient(lambda: optuna.trial.Trial(study, trial_id), f"opening trial {number}",
-                                      READ_PATIENCE_S)
+                                      self._patience_s)
 
     def _read(self):
         from .storage import retry_transient
 
         with database_call():
             return retry_transient(lambda: self._study._storage.get_trial(self._trial._trial_id),
-                                   f"reading trial {self.number}", READ_PATIENCE_S)
+                                   f"reading trial {self.number}", self._patience_s)
 
     @property
     def params(self) -> Dict[str, Any]:
@@ -136,7 +137,8 @@ def current_trial() -> Optional[SweepTrial]:
         return None
     storage = sweeper_cfg.storage
     name = study_name(sweeper_cfg.study_name, hydra_cfg.job.name)
-    return SweepTrial(open_study(storage, name), int(hydra_cfg.job.num))
+    patience = sweeper_cfg.get("storage_patience", READ_PATIENCE_S)  # the sweep's own: a worker waits no longer
+    return SweepTrial(open_study(storage, name, patience), int(hydra_cfg.job.num), patience)
 
 
 def study_name(configured: Optional[str], job_name: str) -> str:
@@ -144,7 +146,7 @@ def study_name(configured: Optional[str], job_name: str) -> str:
     return configured if configured is not None else job_name
 
 
-def open_study(storage: Optional[str], name: str) -> Any:
+def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S) -> Any:
     study = ACTIVE_STUDIES.get((storage, name))
     if study is None:
         import optuna
@@ -152,5 +154,5 @@ def open_study(storage: Optional[str], name: str) -> Any:
         from .storage import open_storage, retry_transient
 
         study = retry_transient(lambda: optuna.load_study(study_name=name, storage=open_storage(storage)),
-                                f"opening study {name!r}", 300)
+                                f"opening study {name!r}", patience_s)
     return study

@@ -367,3 +367,34 @@ def test_each_parallel_trial_gets_its_thread_share_where_the_app_named_a_key():
     assert job_overrides(["x=1"], "trainer.threads", 3, 2) == ["x=1", "++trainer.threads=3"]
     assert job_overrides(["x=1", "trainer.threads=4"], "trainer.threads", 1, 2) == ["x=1", "trainer.threads=4"]  # the user's
     assert job_overrides(["x=1"], None, 1, 2) == ["x=1"]  # an app that named no key is left as it is
+
+
+def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_longer(tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from sweeper.api import ACTIVE_STUDIES, current_trial
+    from sweeper.storage import StorageError, open_storage
+
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="toy", storage=open_storage(url), direction="maximize")
+    study.ask()
+    cfg = load_toy([f"hydra.sweeper.storage={url}", "hydra.sweeper.storage_patience=1"])
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 0
+    assert cfg.hydra.sweeper._target_ == sweeper.config.SWEEPER_TARGET
+    HydraConfig.instance().set_config(cfg)
+    ACTIVE_STUDIES[(url, "toy")] = study  # the sweeper's own study, as an in-process job finds it
+    try:
+        assert current_trial().number == 0
+        (tmp_path / "sweeps.db").rename(tmp_path / "away.db")  # the database goes away as the next job starts
+        (tmp_path / "sweeps.db").mkdir()
+        study._storage._backend.engine.dispose()  # no pooled connection to the old file
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="trial 0: the database has been unreachable for [0-9]s"):
+            current_trial()
+        assert time.monotonic() - started < 30  # storage_patience=1 (retries at 0.5 s and 1 s), not a fixed 300 s
+    finally:
+        ACTIVE_STUDIES.pop((url, "toy"), None)
+        HydraConfig.instance().cfg = None
