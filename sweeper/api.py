@@ -138,7 +138,8 @@ def current_trial() -> Optional[SweepTrial]:
     storage = sweeper_cfg.storage
     name = study_name(sweeper_cfg.study_name, hydra_cfg.job.name)
     patience = sweeper_cfg.get("storage_patience", READ_PATIENCE_S)  # the sweep's own: a worker waits no longer
-    return SweepTrial(open_study(storage, name, patience), int(hydra_cfg.job.num), patience)
+    study = open_study(storage, name, patience, sweeper_cfg.get("pruner"))
+    return SweepTrial(study, int(hydra_cfg.job.num), patience)
 
 
 def study_name(configured: Optional[str], job_name: str) -> str:
@@ -146,13 +147,18 @@ def study_name(configured: Optional[str], job_name: str) -> str:
     return configured if configured is not None else job_name
 
 
-def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S) -> Any:
+def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S, pruner: Any = None) -> Any:
+    """The sweeper's own study where the job runs in its process; else the study opened from the storage,
+    judging reports with ``pruner`` (the ``hydra.sweeper.pruner`` node; the sweep's, as a launcher that
+    runs each job in its own process, such as submitit's, leaves the job only its config)."""
     study = ACTIVE_STUDIES.get((storage, name))
     if study is None:
         import optuna
 
+        from .samplers import make_pruner
         from .storage import open_storage, retry_transient
 
-        study = retry_transient(lambda: optuna.load_study(study_name=name, storage=open_storage(storage)),
+        made = make_pruner(pruner) if pruner is not None else None
+        study = retry_transient(lambda: optuna.load_study(study_name=name, storage=open_storage(storage), pruner=made),
                                 f"opening study {name!r}", patience_s)
     return study

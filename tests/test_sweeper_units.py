@@ -398,3 +398,35 @@ def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_l
     finally:
         ACTIVE_STUDIES.pop((url, "toy"), None)
         HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("choice, pruner", [("none", optuna.pruners.NopPruner), ("percentile", optuna.pruners.PercentilePruner)])
+def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice, pruner):
+    """A launcher that runs jobs in their own processes (submitit, joblib) opens the study anew; its
+    reports must be judged by hydra.sweeper.pruner, not by Optuna's default MedianPruner."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from sweeper.api import current_trial
+
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(study_name="toy", storage=url, direction="maximize")
+    for x in (1.0, 2.0, 3.0, 4.0, 5.0):  # five complete trials, each reporting x at step 1: a median of 3
+        trial = study.ask()
+        trial.report(x, 1)
+        study.tell(trial, x)
+    study.ask()
+    warmup = ["hydra.sweeper.pruner.n_warmup_steps=0"] if choice != "none" else []
+    cfg = load_toy([f"hydra.sweeper.storage={url}", f"hydra/sweeper/pruner={choice}", *warmup])
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 5
+    HydraConfig.instance().set_config(cfg)
+    try:
+        job = current_trial()  # nothing in this process: opened from the storage, as in a job's own process
+        assert type(job._study.pruner) is pruner
+        if choice == "percentile":
+            assert job._study.pruner._percentile == cfg.hydra.sweeper.pruner.percentile
+        assert job.report(0.5, 1) is (choice != "none")  # far below every other trial's step 1
+    finally:
+        HydraConfig.instance().cfg = None
