@@ -124,6 +124,7 @@ class SweepTrial:
 def current_trial() -> Optional[SweepTrial]:
     """The trial this job runs for, or None when the job is not run by an optuna_budget sweep."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return None
@@ -138,7 +139,8 @@ def current_trial() -> Optional[SweepTrial]:
     storage = sweeper_cfg.storage
     name = study_name(sweeper_cfg.study_name, hydra_cfg.job.name)
     patience = sweeper_cfg.get("storage_patience", READ_PATIENCE_S)  # the sweep's own: a worker waits no longer
-    study = open_study(storage, name, patience, sweeper_cfg.get("pruner"))
+    repeated = int(OmegaConf.select(sweeper_cfg, "repeats.n", default=1) or 1) > 1
+    study = open_study(storage, name, patience, sweeper_cfg.get("pruner"), repeated)
     return SweepTrial(study, int(hydra_cfg.job.num), patience)
 
 
@@ -147,7 +149,8 @@ def study_name(configured: Optional[str], job_name: str) -> str:
     return configured if configured is not None else job_name
 
 
-def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S, pruner: Any = None) -> Any:
+def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S, pruner: Any = None,
+               repeated: bool = False) -> Any:
     """The sweeper's own study where the job runs in its process; else the study opened from the storage,
     judging reports with ``pruner`` (the ``hydra.sweeper.pruner`` node; the sweep's, as a launcher that
     runs each job in its own process, such as submitit's, leaves the job only its config)."""
@@ -158,7 +161,7 @@ def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIE
         from .samplers import make_pruner
         from .storage import open_storage, retry_transient
 
-        made = make_pruner(pruner) if pruner is not None else None
+        made = make_pruner(pruner, repeated) if pruner is not None else None
         study = retry_transient(lambda: optuna.load_study(study_name=name, storage=open_storage(storage), pruner=made),
                                 f"opening study {name!r}", patience_s)
     return study

@@ -166,7 +166,7 @@ class OptunaBudgetSweeper:
 
     def _open_study(self, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
         constraints = budget_constraint if self.gate.active and not hasattr(optuna.trial.Trial, "set_constraint") else None
-        pruner = make_pruner(self.pruner_cfg)
+        pruner = make_pruner(self.pruner_cfg, repeated=self.repeats.active)
         try:
             with claim_lock(self.storage_url):  # processes starting together create tables once
                 storage = open_storage(self.storage_url)

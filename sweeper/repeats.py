@@ -10,7 +10,8 @@ and ``repeat_attrs`` (what the job had stored on the trial after that repeat).
 
 Per-step pruning: the first repeat's reports feed the pruner, as a trial without repeats
 would; later repeats' reports record nothing and never prune (``SweepTrial.repeat`` tells a
-job which repeat it is).
+job which repeat it is). A median or percentile pruner compares them with every trial whose
+first repeat ran all its steps (``samplers.FirstRepeatsPruner``), raced-out ones included.
 
 Racing (``race: true``, one objective): after each repeat, the trial is stopped when it can no
 longer reach the best completed trial's value, even if every repeat still to run gave the best

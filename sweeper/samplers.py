@@ -8,7 +8,7 @@ left out with one warning line: it is what a config group leaves behind when onl
 import inspect
 import logging
 import warnings
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import optuna
 from hydra.utils import get_method
@@ -112,8 +112,51 @@ def same_start(study: optuna.Study, node: DictConfig) -> Optional[str]:
     return None
 
 
-def make_pruner(node: DictConfig) -> optuna.pruners.BasePruner:
-    return _build(node, "pruner", {})
+def make_pruner(node: DictConfig, repeated: bool = False) -> optuna.pruners.BasePruner:
+    """The configured pruner; with repeats (``repeated``), a median or percentile pruner judges each
+    trial against every trial whose first repeat ran all its steps (FirstRepeatsPruner)."""
+    pruner = _build(node, "pruner", {})
+    if repeated and isinstance(pruner, optuna.pruners.PercentilePruner):  # MedianPruner is one
+        return FirstRepeatsPruner(pruner)
+    return pruner
+
+
+class FirstRepeatsPruner(optuna.pruners.BasePruner):
+    """A percentile (or median) pruner shown, as its complete trials, every trial whose first repeat
+    ran all its steps: complete ones, and those raced out or still running their later repeats.
+
+    Optuna's percentile pruners compare a trial's reports with the complete trials' at the same step.
+    Under repeats the reports are the first repeat's, and a trial completes only once every repeat
+    has run without being raced out: those few are the study's best, and a median of them prunes
+    far more than half of the trials, winners included.
+    """
+
+    def __init__(self, pruner: optuna.pruners.PercentilePruner):
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.pruner.prune(_FirstRepeatsAsComplete(study), trial)
+
+
+class _FirstRepeatsAsComplete:
+    """The study as a percentile pruner reads it: complete trials are those whose first repeat ran all its steps."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Optional[Any] = None) -> List[optuna.trial.FrozenTrial]:
+        from optuna.trial import TrialState
+
+        from .repeats import REPEATS_RUN_ATTR
+
+        if states is None or TrialState.COMPLETE not in states:
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        wider = (*states, TrialState.PRUNED, TrialState.RUNNING)  # a pruned first repeat counts as no repeat run
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=wider)
+                if t.state in states or t.user_attrs.get(REPEATS_RUN_ATTR, 0) >= 1]
 
 
 def grid_size(sampler: optuna.samplers.BaseSampler) -> Optional[int]:

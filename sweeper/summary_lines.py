@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from .samplers import FirstRepeatsPruner
 from .search_space import describe
 from .storage import masked
 from .trials import is_trained
@@ -26,7 +27,11 @@ def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistri
     log.info("storage: %s%s", masked(sweeper.storage_url), f" ({path})" if path else "")
     log.info("study: %s (%s %s), %d of %d trained trials done", sweeper.study_name, "/".join(sweeper.directions),
              "/".join(metric_names(sweeper, study)), done, sweeper.n_trials)
-    pruner = type(study.pruner).__name__ if sweeper.prunes else "none (Optuna prunes single-objective studies only)"
+    pruner = type(study.pruner).__name__
+    if isinstance(study.pruner, FirstRepeatsPruner):
+        pruner = f"{type(study.pruner.pruner).__name__} (against every trial whose first repeat ran all its steps)"
+    if not sweeper.prunes:
+        pruner = "none (Optuna prunes single-objective studies only)"
     log.info("sampler: %s, pruner: %s, n_jobs: %d", type(study.sampler).__name__, pruner, sweeper.n_jobs)
     if sweeper.gate.active:
         limit = OmegaConf.select(sweeper.config, "hydra.sweeper.budget.max", default=None)

@@ -228,3 +228,35 @@ def test_racing_compares_against_the_best_completed_trial_not_the_worst(tmp_path
     assert candidate.params["x"] == 3
     assert candidate.state == TrialState.PRUNED and candidate.user_attrs["raced_out_after"] == 1
     assert candidate.user_attrs["repeat_values"] == [3.0]
+
+
+def test_under_repeats_the_median_is_taken_over_every_trial_whose_first_repeat_ran_all_its_steps():
+    from optuna.trial import create_trial
+
+    from sweeper.samplers import FirstRepeatsPruner, make_pruner
+
+    def past(state, value_at_8, **attrs):
+        return create_trial(state=state, value=value_at_8 if state == TrialState.COMPLETE else None,
+                            intermediate_values={8: value_at_8}, user_attrs=attrs)
+
+    study = optuna.create_study(direction="maximize")
+    for trial in [past(TrialState.COMPLETE, 99.5, repeats_run=3), past(TrialState.COMPLETE, 99.4, repeats_run=3),
+                  *[past(TrialState.PRUNED, v, repeats_run=1, raced_out_after=1) for v in (99.0, 99.1, 99.2)],
+                  past(TrialState.RUNNING, 99.15, repeats_run=1),  # its first repeat done, the second running
+                  *[past(TrialState.PRUNED, 99.9, repeats_run=0, pruned_at_step=8) for _ in range(3)],  # cut by the pruner
+                  *[past(TrialState.RUNNING, 99.9, repeats_run=0) for _ in range(3)],  # its first repeat running
+                  *[past(TrialState.FAIL, 99.9, repeats_run=1) for _ in range(3)]]:  # a failed one's points run again
+        study.add_trial(trial)
+    trial = study.ask()
+    trial.report(99.3, 8)
+    frozen = study._storage.get_trial(trial._trial_id)
+    median = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1, "n_warmup_steps": 0}
+    plain, repeated = make_pruner(OmegaConf.create(median)), make_pruner(OmegaConf.create(median), repeated=True)
+    assert type(plain) is optuna.pruners.MedianPruner and isinstance(repeated, FirstRepeatsPruner)
+    assert bool(plain.prune(study, frozen)) is True  # the median of the two complete trials, 99.45
+    assert bool(repeated.prune(study, frozen)) is False  # of 99.5, 99.4, 99.0, 99.1, 99.2 and 99.15: 99.175
+    # (any group of three 99.9s above counted would lift the median to 99.4)
+    trial.report(99.1, 9)  # its best so far is still 99.3: the pool has nothing at step 9
+    assert bool(repeated.prune(study, study._storage.get_trial(trial._trial_id))) is False
+    hyperband = OmegaConf.create({"_target_": "optuna.pruners.HyperbandPruner"})
+    assert type(make_pruner(hyperband, repeated=True)) is optuna.pruners.HyperbandPruner  # samplers look for its type

@@ -20,6 +20,7 @@ from sweeper.budget import BudgetGate
 from sweeper.claim import ClaimStep
 from sweeper.liveness import HEARTBEAT_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
 from sweeper.reporter import TrialReporter
+from sweeper.samplers import FirstRepeatsPruner
 from sweeper.storage import has_password, masked, scrubbed
 from sweeper.table import trial_rows
 
@@ -400,8 +401,11 @@ def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_l
         HydraConfig.instance().cfg = None
 
 
-@pytest.mark.parametrize("choice, pruner", [("none", optuna.pruners.NopPruner), ("percentile", optuna.pruners.PercentilePruner)])
-def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice, pruner):
+@pytest.mark.parametrize("choice, repeats, pruner", [
+    ("none", 1, optuna.pruners.NopPruner), ("percentile", 1, optuna.pruners.PercentilePruner),
+    ("median", 3, FirstRepeatsPruner),  # with repeats, as the sweeper's own
+])
+def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice, repeats, pruner):
     """A launcher that runs jobs in their own processes (submitit, joblib) opens the study anew; its
     reports must be judged by hydra.sweeper.pruner, not by Optuna's default MedianPruner."""
     from hydra.core.hydra_config import HydraConfig
@@ -418,7 +422,8 @@ def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice
         study.tell(trial, x)
     study.ask()
     warmup = ["hydra.sweeper.pruner.n_warmup_steps=0"] if choice != "none" else []
-    cfg = load_toy([f"hydra.sweeper.storage={url}", f"hydra/sweeper/pruner={choice}", *warmup])
+    cfg = load_toy([f"hydra.sweeper.storage={url}", f"hydra/sweeper/pruner={choice}", *warmup,
+                    f"hydra.sweeper.repeats.n={repeats}"])
     with open_dict(cfg):
         cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 5
     HydraConfig.instance().set_config(cfg)
