@@ -172,6 +172,22 @@ MUTANTS = {
         "a sweep run by python -m records no module, so its export cannot compose", "sweeper/export.py",
         '        return {"module": spec.name, "script": None}', '        return {"module": None, "script": None}',
         ["tests/test_results.py"]),
+    # Found by the small-end search's end and by timing the slow tests.
+    "same_start_not_told": (
+        "a new study that repeats another study's first points is not told", "sweeper/samplers.py",
+        "            return other.study_name", "            return None", ["tests/test_sweeper_config.py"]),
+    "job_waits_fixed_300s": (
+        "a job waits 300 s for an unreachable database whatever storage_patience says", "sweeper/api.py",
+        "    return SweepTrial(study, int(hydra_cfg.job.num), patience)", "    return SweepTrial(study, int(hydra_cfg.job.num), 300)",
+        ["tests/test_sweeper_units.py"]),
+    "job_prunes_with_default": (
+        "a job in its own process prunes with Optuna's default pruner", "sweeper/api.py",
+        "        made = make_pruner(pruner, repeated) if pruner is not None else None", "        made = None",
+        ["tests/test_sweeper_units.py"]),
+    "median_of_survivors": (
+        "under repeats the median is taken over the complete trials only", "sweeper/samplers.py",
+        "    if repeated and isinstance(pruner, optuna.pruners.PercentilePruner):", "    if False:",
+        ["tests/test_repeats.py", "tests/test_sweeper_units.py"]),
 }
 
 
