@@ -28,11 +28,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from .errors import squashed
 from .interrupts import database_call  # signal handling only: cheap to import
-from .config import SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of an app loads no optuna
+from .config import STORAGE_PATIENCE_S, SWEEPER_TARGET  # Hydra and OmegaConf only: a plain run of an app loads no optuna
 
 log = logging.getLogger(__name__)
-
-READ_PATIENCE_S = 120  # how long a job waits for a database that is away, unless told (storage_patience's default)
 
 # Studies opened by a sweeper in this process, by (storage URL, study name): an in-process job
 # reuses the sweeper's connection (and an in-memory study is only reachable this way).
@@ -42,7 +40,7 @@ ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], Any] = {}
 class SweepTrial:
     """The trial a job runs for. Storage outages are logged and ridden out: the job trains on."""
 
-    def __init__(self, study: Any, number: int, patience_s: float = READ_PATIENCE_S):
+    def __init__(self, study: Any, number: int, patience_s: float = STORAGE_PATIENCE_S):
         self._study = study
         self.number = number
         self._patience_s = patience_s  # a job that starts while the database is away waits for it this long
@@ -138,7 +136,7 @@ def current_trial() -> Optional[SweepTrial]:
         return None
     storage = sweeper_cfg.storage
     name = study_name(sweeper_cfg.study_name, hydra_cfg.job.name)
-    patience = sweeper_cfg.get("storage_patience", READ_PATIENCE_S)  # the sweep's own: a worker waits no longer
+    patience = sweeper_cfg.get("storage_patience", STORAGE_PATIENCE_S)  # the sweep's own: a worker waits no longer
     repeated = int(OmegaConf.select(sweeper_cfg, "repeats.n", default=1) or 1) > 1
     study = open_study(storage, name, patience, sweeper_cfg.get("pruner"), repeated)
     return SweepTrial(study, int(hydra_cfg.job.num), patience)
@@ -149,7 +147,7 @@ def study_name(configured: Optional[str], job_name: str) -> str:
     return configured if configured is not None else job_name
 
 
-def open_study(storage: Optional[str], name: str, patience_s: float = READ_PATIENCE_S, pruner: Any = None,
+def open_study(storage: Optional[str], name: str, patience_s: float = STORAGE_PATIENCE_S, pruner: Any = None,
                repeated: bool = False) -> Any:
     """The sweeper's own study where the job runs in its process; else the study opened from the storage,
     judging reports with ``pruner`` (the ``hydra.sweeper.pruner`` node; the sweep's, as a launcher that

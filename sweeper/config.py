@@ -18,6 +18,7 @@ from omegaconf import MISSING
 
 SWEEPER_NAME = "optuna_budget"
 SWEEPER_TARGET = "hydra_plugins.optuna_budget_sweeper.BudgetOptunaSweeper"
+STORAGE_PATIENCE_S = 120  # storage_patience's default: how long workers and jobs wait for an unreachable database
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"  # relative to the directory the sweep is started in
 STORAGE_ENV = "SWEEP_STORAGE"  # overrides the default; keeps a database password out of commands and configs
 LEGACY_STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # the name this repo gave it first: still read, after STORAGE_ENV
@@ -252,7 +253,7 @@ class OptunaBudgetSweeperConf:
     grace_period: int = 120  # a RUNNING trial without a heartbeat this long is marked failed
     retry_stale_trials: bool = False  # re-queue a trial failed by a killed worker, same parameters
     threads_per_job: Optional[int] = None  # CPU threads per trial (with threads_key); null: cores / n_jobs
-    storage_patience: int = 120  # seconds workers wait for an unreachable database before stopping
+    storage_patience: int = STORAGE_PATIENCE_S  # seconds workers wait for an unreachable database before stopping
     repeats: RepeatsConf = field(default_factory=RepeatsConf)
     callbacks: Optional[List[Any]] = None  # Optuna study callbacks, each {_target_: ..., args}: fn(study, trial) after each tell
     n_complete_trials: Optional[int] = None  # also end once this many trials completed (pruned ones say little)

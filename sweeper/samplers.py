@@ -14,9 +14,12 @@ import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
 
 from .errors import SweepError, one_line
+from .repeats import REPEATS_RUN_ATTR
 from .search_space import SearchSpaceError, grid_choices
+from .storage import SEARCH_SPACE_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,6 @@ def same_start(study: optuna.Study, node: DictConfig) -> Optional[str]:
 
     Call after ``check_search_space``, which records the study's search space.
     """
-    from .storage import SEARCH_SPACE_ATTR
-
     seed = node.get("seed")
     if seed is None or study.get_trials(deepcopy=False):
         return None
@@ -148,10 +149,6 @@ class _FirstRepeatsAsComplete:
         return getattr(self._study, name)
 
     def get_trials(self, deepcopy: bool = True, states: Optional[Any] = None) -> List[optuna.trial.FrozenTrial]:
-        from optuna.trial import TrialState
-
-        from .repeats import REPEATS_RUN_ATTR
-
         if states is None or TrialState.COMPLETE not in states:
             return self._study.get_trials(deepcopy=deepcopy, states=states)
         wider = (*states, TrialState.PRUNED, TrialState.RUNNING)  # a pruned first repeat counts as no repeat run
