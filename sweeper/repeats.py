@@ -115,8 +115,11 @@ class Repeats:
         """The trial's overrides for repeat ``k``: its key set, and a folder of its own under the trial's."""
         if not self.active:
             return list(overrides)
-        job = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != self.key]
-        job.append(f"{self.key}={self.values[k]}")
+        own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == self.key]
+        job = [o for o in overrides if o not in own]
+        # the user's "+seed=0" adds a key the app's config lacks: each repeat adds it alike
+        prefix = next((o[:len(o) - len(o.lstrip("+"))] for o in own if o.startswith("+")), "")
+        job.append(f"{prefix}{self.key}={self.values[k]}")
         if self.subdir is not None:
             quoted = str(self.subdir).replace("\\", "\\\\").replace("'", "\\'")
             job.append(f"hydra.sweep.subdir='{quoted}/repeat_{k}'")

@@ -52,6 +52,9 @@ def test_a_repeats_job_sets_its_key_once_and_gets_its_own_folder():
     assert made.job_overrides(["x=1", "seed=4", "+a=b"], 2) == [
         "x=1", "+a=b", "seed=13", "hydra.sweep.subdir='${hydra.job.num}/repeat_2'"]
     assert repeats(n=1).job_overrides(["x=1", "seed=4"], 0) == ["x=1", "seed=4"]  # no repeats: as given
+    # a key the app's config lacks, added by the user's "+": each repeat adds it the same way
+    assert made.job_overrides(["x=1", "+seed=0"], 0)[:2] == ["x=1", "+seed=11"]
+    assert made.job_overrides(["++seed=0"], 1)[0] == "++seed=12"
 
 
 def test_min_under_maximize_races_out_on_one_repeat_below_the_best_and_keeps_a_tie():
