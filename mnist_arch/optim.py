@@ -112,6 +112,14 @@ class AnnealedEnd:
     def get_last_lr(self) -> List[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    def state_dict(self) -> dict:
+        """For a checkpoint: the inner schedule's state and the steps taken (the rates are the optimizer's)."""
+        return {"steps": self.steps, "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state["inner"])
+        self.steps = state["steps"]
+
 
 def check_schedule(cfg: Any, epochs: int) -> None:
     """The schedule's values that need the epoch count, before any data is loaded."""

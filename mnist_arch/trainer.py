@@ -5,18 +5,29 @@ and summary metrics). It knows nothing about sweeps: progress goes out through p
 objects with ``on_epoch_end(epoch, record)`` that may return True to stop the run, and optionally
 ``on_train_start()`` (the config checked, the model within budget, the data loaded) and
 ``on_train_end(result)``.
+
+Checkpoints, also through callbacks (``checkpoint.py`` says what a checkpoint holds): a callback
+with ``on_checkpoint(path, epoch)`` is handed the run's full state after every epoch that does not
+end the run early (the file is the trainer's, valid until the call returns); one with
+``resume_from(path) -> bool`` is asked at the start to write a checkpoint to ``path`` (True) or
+say there is none. A run resumed from epoch ``k`` trains from epoch ``k+1`` exactly as the
+uninterrupted run would, and callbacks with ``on_resumed(epoch, history)`` are told. Without
+such callbacks nothing is saved.
 """
 
 import logging
 import math
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import checkpoint
 from .data import MnistTensors, augment, load_mnist
 from .errors import ConfigError, OverBudgetError
 from .model import build_model, count_parameters
@@ -232,8 +243,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
     """
     check_config(cfg)
     torch.manual_seed(cfg.seed)  # model init and dropout
-    model = build_model(cfg.model)
-    n_params = count_parameters(model)
+    n_params = count_parameters(build_model(cfg.model))
     check_budget(n_params, cfg.budget.max_params)
     device = resolve_device(cfg.trainer.device)
     if cfg.trainer.threads is not None and device.type == "cpu":
@@ -241,70 +251,83 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
 
     started = time.perf_counter()
     data = load_mnist(cfg.data, device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
-    model = model.to(device)
-    if cfg.trainer.channels_last:  # 1-channel inputs are already NHWC; the convs' outputs follow the weights
-        model = model.to(memory_format=torch.channels_last)
     epochs = cfg.trainer.epochs
     steps_per_epoch = math.ceil(len(data.train_x) / cfg.trainer.batch_size)
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    schedule = build_schedule(opt, cfg.schedule, epochs, steps_per_epoch)
+    model, opt, schedule, average, generator = _build_run(cfg, device, steps_per_epoch)
+    evaluated = average.module if average is not None else model
     log.info(
         "training %s parameters on %s: %d train / %d val / %d test images, %d epochs of %d steps",
         f"{n_params:,}", device, len(data.train_x), len(data.val_x), len(data.test_x), epochs, steps_per_epoch,
     )
 
-    # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
-    # weights (use_buffers), so they match the averaged weights rather than the last step's.
-    average = (AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup), use_buffers=True)
-               if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
-    evaluated = average.module if average is not None else model
-
     for callback in callbacks:
         if hasattr(callback, "on_train_start"):
             callback.on_train_start()
-    history: List[Dict[str, Any]] = []
-    stop_reason = None
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        bar = _ProgressBar(cfg.trainer.progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
-        train = _train_epoch(model, opt, schedule, data, cfg, generator, bar, average)
-        t1 = time.perf_counter()
-        if cfg.trainer.bn_recompute:  # statistics of the weights evaluated, from clean images
-            recompute_batchnorm(evaluated, data.train_x, cfg.trainer.batch_size, cfg.trainer.bn_recompute)
-        t_bn = time.perf_counter()
-        test = evaluate(evaluated, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
-        record: Dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": train["loss"],
-            "train_acc": train["acc"],
-            "test_loss": test["loss"],
-            "test_acc": test["acc"],
-        }
-        if len(data.val_x):
-            val = evaluate(evaluated, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
-            record.update(val_loss=val["loss"], val_acc=val["acc"])
-        t2 = time.perf_counter()
-        record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t_bn)
-        if cfg.trainer.bn_recompute:
-            record["bn_seconds"] = t_bn - t1
-        history.append(record)
-        val_text = f"  val acc {record['val_acc']:.2f}%" if "val_acc" in record else ""
-        bn_text = f" (BN stats {record['bn_seconds']:.1f}s)" if "bn_seconds" in record else ""
-        log.info(
-            "epoch %2d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  lr %.4f  %.1fs%s",
-            epoch, epochs, train["loss"], train["acc"], test["loss"], test["acc"], val_text, lr, record["seconds"],
-            bn_text,
-        )
-        if not math.isfinite(train["loss"]):
-            stop_reason = "train loss is not finite (diverged)"
-        for callback in callbacks:
-            if callback.on_epoch_end(epoch, {**record, "epochs": epochs}):
-                stop_reason = stop_reason or f"stopped by {type(callback).__name__} after epoch {epoch}"
-        if stop_reason:
-            log.info("%s", stop_reason)
-            break
+    savers = [c for c in callbacks if hasattr(c, "on_checkpoint")]
+    with tempfile.TemporaryDirectory(prefix="mnist_arch_checkpoint_") as folder:
+        path = Path(folder) / "state.ckpt"
+        history: List[Dict[str, Any]] = []
+        seconds_before = 0.0  # training time of the run this one resumes
+        state = _resumable_state(cfg, device, callbacks, path)
+        if state is not None:
+            try:
+                checkpoint.restore(state, model, opt, schedule, average, generator)
+                history, seconds_before = list(state["history"]), float(state["seconds"])
+                log.info("resumed from the checkpoint of epoch %d: training from epoch %d", state["epoch"],
+                         state["epoch"] + 1)
+                for callback in callbacks:
+                    if hasattr(callback, "on_resumed"):
+                        callback.on_resumed(state["epoch"], history)
+            except checkpoint.CheckpointRefused as exc:
+                log.warning("the checkpoint of epoch %d is not loaded: %s; training from epoch 1", state["epoch"], exc)
+                model, opt, schedule, average, generator = _build_run(cfg, device, steps_per_epoch)
+                evaluated = average.module if average is not None else model
+        stop_reason = None
+        for epoch in range(len(history) + 1, epochs + 1):
+            t0 = time.perf_counter()
+            lr = opt.param_groups[0]["lr"]
+            bar = _ProgressBar(cfg.trainer.progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
+            train = _train_epoch(model, opt, schedule, data, cfg, generator, bar, average)
+            t1 = time.perf_counter()
+            if cfg.trainer.bn_recompute:  # statistics of the weights evaluated, from clean images
+                recompute_batchnorm(evaluated, data.train_x, cfg.trainer.batch_size, cfg.trainer.bn_recompute)
+            t_bn = time.perf_counter()
+            test = evaluate(evaluated, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
+            record: Dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": train["loss"],
+                "train_acc": train["acc"],
+                "test_loss": test["loss"],
+                "test_acc": test["acc"],
+            }
+            if len(data.val_x):
+                val = evaluate(evaluated, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
+                record.update(val_loss=val["loss"], val_acc=val["acc"])
+            t2 = time.perf_counter()
+            record.update(lr=lr, seconds=t2 - t0, eval_seconds=t2 - t_bn)
+            if cfg.trainer.bn_recompute:
+                record["bn_seconds"] = t_bn - t1
+            history.append(record)
+            val_text = f"  val acc {record['val_acc']:.2f}%" if "val_acc" in record else ""
+            bn_text = f" (BN stats {record['bn_seconds']:.1f}s)" if "bn_seconds" in record else ""
+            log.info(
+                "epoch %2d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  lr %.4f  %.1fs%s",
+                epoch, epochs, train["loss"], train["acc"], test["loss"], test["acc"], val_text, lr, record["seconds"],
+                bn_text,
+            )
+            if not math.isfinite(train["loss"]):
+                stop_reason = "train loss is not finite (diverged)"
+            for callback in callbacks:
+                if callback.on_epoch_end(epoch, {**record, "epochs": epochs}):
+                    stop_reason = stop_reason or f"stopped by {type(callback).__name__} after epoch {epoch}"
+            if stop_reason:
+                log.info("%s", stop_reason)
+                break
+            if savers:  # after the reports: a resume never reports an epoch twice
+                checkpoint.save(path, cfg, epoch, model, opt, schedule, average, generator, history,
+                                seconds_before + time.perf_counter() - started)
+                for saver in savers:
+                    saver.on_checkpoint(path, epoch)
 
     summary = summarize(history, cfg.objective.target_acc, cfg.objective.last_k)
     result: Dict[str, Any] = {
@@ -313,7 +336,7 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
         **summary,
         "stopped_early": stop_reason is not None,
         "stop_reason": stop_reason,
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds_before + time.perf_counter() - started,
         "history": history,
         "objective_metric": cfg.objective.metric,
         "objective": summary[cfg.objective.metric],
@@ -322,3 +345,31 @@ def fit(cfg: Any, callbacks: Sequence[EpochCallback] = ()) -> Dict[str, Any]:
         if hasattr(callback, "on_train_end"):
             callback.on_train_end(result)
     return result
+
+
+def _build_run(cfg: Any, device: torch.device, steps_per_epoch: int):
+    """Model, optimizer, schedule, weight average and generator as epoch 1 starts, from the seed alone."""
+    torch.manual_seed(cfg.seed)  # model init and dropout
+    model = build_model(cfg.model).to(device)
+    if cfg.trainer.channels_last:  # 1-channel inputs are already NHWC; the convs' outputs follow the weights
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    schedule = build_schedule(opt, cfg.schedule, cfg.trainer.epochs, steps_per_epoch)
+    # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
+    # weights (use_buffers), so they match the averaged weights rather than the last step's.
+    average = (AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup), use_buffers=True)
+               if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
+    return model, opt, schedule, average, generator
+
+
+def _resumable_state(cfg: Any, device: torch.device, callbacks: Sequence[Any], path: Path) -> Optional[Dict[str, Any]]:
+    """The checkpoint a callback offers to resume from, checked to belong to this run; None to start at epoch 1."""
+    for callback in callbacks:
+        if hasattr(callback, "resume_from") and callback.resume_from(path):
+            try:
+                return checkpoint.load(path, cfg, device)
+            except checkpoint.CheckpointRefused as exc:
+                log.warning("the checkpoint offered to resume from is not loaded: %s; training from epoch 1", exc)
+                return None
+    return None

@@ -16,6 +16,23 @@ the same code runs both ways::
     return score
 
 Raising ``optuna.TrialPruned`` after a pruning report has the same effect as returning.
+
+Checkpoints: a job that saves its state as it goes can resume a trial that was stopped (Ctrl-C,
+SIGTERM, a preempted or lost job) instead of starting it again::
+
+    trial = current_trial()
+    first = 1
+    if trial is not None and trial.checkpoint.load("state.ckpt") is not None:
+        first = restore("state.ckpt") + 1         # the app's own format; the step it saved at
+    for step in range(first, steps + 1):
+        ...
+        if trial is not None:
+            write_state("state.ckpt", step)
+            trial.checkpoint.save("state.ckpt", step)
+
+The sweeper keeps the file in an artifact store (``hydra.sweeper.checkpoint.store``), carries it to
+the trial that runs the stopped one's point again, and replays the reports up to its step there
+(``sweeper/checkpoints.py``). A job that never saves one runs as before.
 With ``hydra.sweeper.repeats``, each repeat is a job of the same trial: ``trial.repeat`` is its
 index (0 first); only the first repeat's reports feed the pruner, later ones record nothing.
 The job finds its trial through its own Hydra config (``hydra.sweeper.storage``,
@@ -40,13 +57,18 @@ ACTIVE_STUDIES: Dict[Tuple[Optional[str], str], Any] = {}
 class SweepTrial:
     """The trial a job runs for. Storage outages are logged and ridden out: the job trains on."""
 
-    def __init__(self, study: Any, number: int, patience_s: float = STORAGE_PATIENCE_S):
+    def __init__(self, study: Any, number: int, patience_s: float = STORAGE_PATIENCE_S, checkpoint_store: Any = None):
         self._study = study
         self.number = number
         self._patience_s = patience_s  # a job that starts while the database is away waits for it this long
         with database_call():
             self._open(study, number)
-        self.repeat = int(self._read().user_attrs.get("repeat", 0))  # which repeat of the trial this job runs
+        frozen = self._read()
+        self._attrs_at_start = frozen.user_attrs
+        self._reported = set(frozen.intermediate_values)  # carried from a stopped trial, or before a requeue
+        self.repeat = int(self._attrs_at_start.get("repeat", 0))  # which repeat of the trial this job runs
+        self._checkpoint_store = checkpoint_store  # where checkpoints go (checkpoints.location)
+        self._checkpoint: Optional[TrialCheckpoint] = None
 
     def _open(self, study: Any, number: int) -> None:
         import optuna
@@ -84,6 +106,16 @@ class SweepTrial:
     def set_user_attr(self, key: str, value: Any) -> None:
         self._guarded(lambda: self._trial.set_user_attr(key, value), f"storing {key}")
 
+    @property
+    def checkpoint(self) -> "TrialCheckpoint":
+        """This trial's checkpoint: ``load(path)`` what to resume from, ``save(path, step)`` as the job goes."""
+        if self._checkpoint is None:
+            from .checkpoints import location
+
+            where = self._checkpoint_store if self._checkpoint_store is not None else location(None, None)
+            self._checkpoint = TrialCheckpoint(self, where, self._study.study_name, self._attrs_at_start)
+        return self._checkpoint
+
     def report(self, value: float, step: int, last: bool = False) -> bool:
         """Record ``value`` at ``step`` (a positive int, e.g. the epoch); True when the pruner stops the trial here.
 
@@ -98,7 +130,10 @@ class SweepTrial:
         from .trials import PRUNED_AT_ATTR
 
         def decide() -> bool:
+            if int(step) in self._reported:
+                return False  # carried from the stopped trial this one resumes, or reported before a requeue
             self._trial.report(float(value), int(step))
+            self._reported.add(int(step))
             if last or not self._trial.should_prune():
                 return False
             self._trial.set_user_attr(PRUNED_AT_ATTR, int(step))
@@ -117,6 +152,78 @@ class SweepTrial:
             log.warning("trial %d: could not reach the sweep database (%s: %s); the job goes on",
                         self.number, what, squashed(exc, 120))
             return default
+
+
+class TrialCheckpoint:
+    """Where a job saves its state to resume from; files in the app's own format, kept by the sweeper.
+
+    ``step`` is the step of the checkpoint this job can resume from (None: start from the first).
+    """
+
+    def __init__(self, trial: SweepTrial, where: Any, study_name: str, attrs: Dict[str, Any]):
+        from .checkpoints import record
+
+        self._trial, self.where, self._study_name = trial, where, study_name
+        rec = record(attrs)
+        self._record = rec if rec is not None and int(rec.get("repeat", 0)) == trial.repeat else None
+        self._store = None
+
+    @property
+    def step(self) -> Optional[int]:
+        return self._record["step"] if self._record is not None else None
+
+    def _opened(self):
+        from .checkpoints import open_store
+
+        if self._store is None:
+            self._store = open_store(self.where)
+        return self._store
+
+    def load(self, path: Any) -> Optional[int]:
+        """Write the checkpoint to resume from to ``path``; its step, or None when there is none (or it cannot
+        be read: one line says why, and the job starts from its first step)."""
+        from pathlib import Path
+
+        rec = self._record
+        if rec is None:
+            return None
+        path = Path(path)
+        part = path.with_name(f".{path.name}.part")
+        try:
+            with self._opened().open_reader(rec["id"]) as reader, open(part, "wb") as out:
+                while chunk := reader.read(1 << 20):
+                    out.write(chunk)
+            part.replace(path)
+        except Exception as exc:
+            part.unlink(missing_ok=True)
+            log.warning("trial %d: its checkpoint of step %d cannot be read (%s: %s); starting from the first step",
+                        self._trial.number, rec["step"], type(exc).__name__, squashed(exc, 160))
+            return None
+        return int(rec["step"])
+
+    def save(self, path: Any, step: int) -> None:
+        """Keep the file at ``path`` as this trial's checkpoint at ``step``; the one it replaces is removed.
+
+        Written whole before the trial's record names it: a kill during the write leaves the
+        previous checkpoint in force. While the database is away the record cannot move, and the
+        new file is dropped (the job goes on; a resume then starts from the previous checkpoint).
+        """
+        from .checkpoints import CHECKPOINT_ATTR, new_id, remove, trial_folder
+
+        trial = self._trial
+        rec = {"id": new_id(self.where, self._study_name, trial.number, trial.repeat, int(step)), "step": int(step),
+               "repeat": trial.repeat}
+        with open(path, "rb") as body:
+            self._opened().write(rec["id"], body)
+        if not trial._guarded(lambda: trial._trial.set_user_attr(CHECKPOINT_ATTR, rec) or True,
+                              f"recording its checkpoint of step {step}", default=False):
+            remove(self.where, rec)
+            return
+        old, self._record = self._record, rec
+        if old is not None and old["id"] != rec["id"]:
+            own = trial_folder(self.where, self._study_name, trial.number)
+            folder = old["id"].rsplit("/", 1)[0]
+            remove(self.where, old, [folder] if folder != own else [])
 
 
 def current_trial() -> Optional[SweepTrial]:
@@ -139,7 +246,10 @@ def current_trial() -> Optional[SweepTrial]:
     patience = sweeper_cfg.get("storage_patience", STORAGE_PATIENCE_S)  # the sweep's own: a worker waits no longer
     repeated = int(OmegaConf.select(sweeper_cfg, "repeats.n", default=1) or 1) > 1
     study = open_study(storage, name, patience, sweeper_cfg.get("pruner"), repeated)
-    return SweepTrial(study, int(hydra_cfg.job.num), patience)
+    from .checkpoints import location
+
+    where = location(OmegaConf.select(sweeper_cfg, "checkpoint.store", default=None), storage)
+    return SweepTrial(study, int(hydra_cfg.job.num), patience, where)
 
 
 def study_name(configured: Optional[str], job_name: str) -> str:

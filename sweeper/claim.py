@@ -57,6 +57,7 @@ class ClaimStep:
     custom_search_space: Optional[Callable[[Any, optuna.Trial], None]]
     config: Any
     n_complete_trials: Optional[int] = None  # end once this many completed (pruned, raced and failed ones aside)
+    checkpoints: Any = None  # where jobs' checkpoints go: a lost trial's is removed unless it runs again
     _infeasible: set = field(default_factory=set)  # points found over budget or unbuildable by this invocation
     # the trial this step last asked for, from the ask on: an interrupt at any moment finds it (sweeper's _interrupted)
     open_trial: Optional[optuna.Trial] = None
@@ -69,7 +70,7 @@ class ClaimStep:
         without the "launched" mark seen here was left by a claim that a database outage cut short.
         """
         with claim_lock(self.storage_url):
-            fail_stale_trials(study, self.grace_period, self.retry_stale_trials)
+            fail_stale_trials(study, self.grace_period, self.retry_stale_trials, self.checkpoints)
             fail_unlaunched_trials(study)
             trials = study.get_trials(deepcopy=False)
             capped = self._check_failures(trials)

@@ -224,6 +224,14 @@ class RepeatsConf:
 
 
 @dataclass
+class CheckpointConf:
+    """Where jobs' checkpoints are kept, so a stopped trial resumes where it stopped (sweeper/checkpoints.py)."""
+
+    store: Any = None  # null: beside a SQLite/journal file (sweeps.checkpoints/), else outputs/checkpoints; a path; s3://bucket[/prefix]; {_target_: ...}
+    keep_best: bool = False  # keep the best trial's last checkpoint when it finishes (others are removed)
+
+
+@dataclass
 class OptunaBudgetSweeperConf:
     _target_: str = SWEEPER_TARGET
     _recursive_: bool = False  # the sweeper instantiates sampler and pruner itself (constraints, grid)
@@ -257,6 +265,7 @@ class OptunaBudgetSweeperConf:
     repeats: RepeatsConf = field(default_factory=RepeatsConf)
     callbacks: Optional[List[Any]] = None  # Optuna study callbacks, each {_target_: ..., args}: fn(study, trial) after each tell
     n_complete_trials: Optional[int] = None  # also end once this many trials completed (pruned ones say little)
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
 
 
 SAMPLERS = {

@@ -26,7 +26,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .repeats import carried_over
+from .checkpoints import CHECKPOINT_ATTR, carried_over, record, remove, trial_folder
+from .repeats import REPEAT_VALUES_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, error: str
         return False
 
 
-def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> List[int]:
+def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, checkpoints: Any = None) -> List[int]:
     """Mark FAIL the RUNNING trials whose worker is lost (module docstring); returns their numbers."""
     now = time.time()
     failed = []
@@ -130,21 +131,36 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool) -> 
         log.warning("trial %d: %s; marked failed", trial.number,
                     error if alive is False else f"no heartbeat for {silent:.0f}s")
         if retry and trial.user_attrs.get("launched"):
-            carried = requeue(study, trial, {"retry_of": trial.number})
-            log.info("trial %d re-queued with the same parameters%s", trial.number,
-                     f" and its {carried} finished repeats" if carried else "")
+            carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}))
+            log.info("trial %d re-queued with the same parameters%s", trial.number, f" and {carried}" if carried else "")
+        elif checkpoints is not None:  # not run again: its checkpoint would only take disk
+            remove(checkpoints, record(trial.user_attrs), [trial_folder(checkpoints, study.study_name, trial.number)])
     return failed
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: Optional[Dict[str, Any]] = None,
-            only_with_repeats: bool = False) -> int:
-    """Queue a failed trial's point again, with ``attrs`` and its finished repeats, so a resume runs only those left.
+            only_if_carried: bool = False) -> Optional[Dict[str, Any]]:
+    """Queue a failed trial's point again, with ``attrs``, its finished repeats and its checkpoint, so the
+    resume runs only the repeats left, the stopped one from its checkpoint (``checkpoints.carried_over``).
 
-    Returns how many repeats it carries. ``only_with_repeats``: queue nothing when it carries none."""
+    Returns what the queued trial carries ({} for its point alone), or None when nothing was queued
+    (``only_if_carried`` and it carries nothing)."""
     carried = carried_over(study._storage.get_trial(trial._trial_id))
-    if carried or not only_with_repeats:
-        study.enqueue_trial(dict(trial.params), user_attrs={**(attrs or {}), **carried}, skip_if_exists=False)
-    return len(carried.get("repeat_values", ()))
+    if not carried and only_if_carried:
+        return None
+    study.enqueue_trial(dict(trial.params), user_attrs={**(attrs or {}), **carried}, skip_if_exists=False)
+    return carried
+
+
+def what_carries_on(carried: Dict[str, Any]) -> str:
+    """What a queued trial carries, in words: "" for its point alone."""
+    parts = []
+    done = len(carried.get(REPEAT_VALUES_ATTR) or ())
+    if done:
+        parts.append(f"its {done} finished repeat{'s' if done > 1 else ''}")
+    if carried.get(CHECKPOINT_ATTR):
+        parts.append(f"its checkpoint of step {carried[CHECKPOINT_ATTR]['step']}")
+    return " and ".join(parts)
 
 
 def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> List[int]:

@@ -35,11 +35,13 @@ from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError
 
 from .api import ACTIVE_STUDIES, study_name
 from .budget import BudgetGate
 from .callbacks import make_callbacks, notify
+from .checkpoints import CheckpointStoreError, check_store, location
 from .checks import check_objectives, check_settings
 from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
@@ -47,7 +49,7 @@ from .export import record_app_config
 from .interrupts import (
     INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible, interruptible_task,
 )
-from .liveness import fail_unlaunched_trials, mark_failed, requeue
+from .liveness import fail_unlaunched_trials, mark_failed, requeue, what_carries_on
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler, same_start
@@ -59,7 +61,7 @@ from .storage import (
 from .summary_lines import log_header, write_results
 from .tracebacks import KeepTraceback
 from .trial_run import TrialRun
-from .trials import budget_constraint, is_trained
+from .trials import LAUNCHED_ATTR, budget_constraint, is_trained
 from .workers import start_workers, stop_workers, worker_index
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class OptunaBudgetSweeper:
                  allow_search_space_change: bool, max_rejected_streak: int, heartbeat_interval: int,
                  grace_period: int, retry_stale_trials: bool, threads_per_job: Optional[int],
                  storage_patience: int, repeats: DictConfig, n_complete_trials: Optional[int],
-                 callbacks: Optional[List[Any]] = None) -> None:
+                 callbacks: Optional[List[Any]] = None, checkpoint: Optional[DictConfig] = None) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
         self.directions = [str(getattr(d, "name", d)).lower() for d in directions]
@@ -108,6 +110,8 @@ class OptunaBudgetSweeper:
         self.storage_patience = storage_patience
         self.repeats_cfg, self.n_complete_trials = repeats, n_complete_trials
         self.callbacks = make_callbacks(callbacks)
+        self.checkpoint_cfg = checkpoint if checkpoint is not None else OmegaConf.create({"store": None, "keep_best": False})
+        self.checkpoints = location(self.checkpoint_cfg.get("store"), storage)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -198,6 +202,10 @@ class OptunaBudgetSweeper:
 
     def sweep(self, arguments: List[str]) -> Any:
         distributions, fixed = self._search_space(arguments)
+        try:
+            check_store(self.checkpoints)
+        except CheckpointStoreError as exc:
+            raise SweepError(str(exc)) from None
         study = self._open_study(distributions)
         ACTIVE_STUDIES[(self.storage_url, self.study_name)] = study
         worker = worker_index()
@@ -234,23 +242,28 @@ class OptunaBudgetSweeper:
         """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""
         ignore_interrupts()  # the rest is quick; a second signal (Ctrl-C twice, SIGTERM after it) must not cut it short
         with contextlib.suppress(KeyboardInterrupt, Interrupted):
-            carried, carried_by = 0, None
             # the trial being run, or being claimed (asked, maybe marked launched, not yet running):
             # whatever moment the signal struck, it is recorded interrupted, never left RUNNING
             claimed = self._claim_step.open_trial if self._claim_step is not None else None
             for trial in {t._trial_id: t for t in (self._running, claimed) if t is not None}.values():
                 frozen = study._storage.get_trial(trial._trial_id)
                 if mark_failed(study, frozen, "interrupted", {INTERRUPTED_ATTR: True}):
-                    n = requeue(study, frozen, only_with_repeats=True)
-                    carried, carried_by = carried + n, (trial if n else carried_by)
+                    # its point runs again first, from its checkpoint and with its finished repeats
+                    requeue(study, frozen, {"retry_of": frozen.number},
+                            only_if_carried=not (frozen.user_attrs.get(LAUNCHED_ATTR) or "retry_of" in frozen.user_attrs))
             with claim_lock(self.storage_url):  # a claim cut short inside the ask left a trial it never saw
                 fail_unlaunched_trials(study, interrupted=True)
-            stop_workers(workers)
-            if worker is None or carried:
-                kept = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
-                repeats = (f", and {carried} finished repeat{'s' if carried > 1 else ''} of trial "
-                           f"{carried_by.number} queued to carry on") if carried else ""
-                sys.stderr.write(f"interrupted: {kept} trained trials kept{repeats}; the same command resumes\n")
+            stop_workers(workers)  # each records its own trial likewise
+            if worker is None:
+                trials = study.get_trials(deepcopy=False)
+                kept = sum(is_trained(t) for t in trials)
+                queued = []
+                for t in trials:
+                    if t.state == TrialState.WAITING and "retry_of" in t.user_attrs:
+                        what = what_carries_on(t.user_attrs)
+                        queued.append(f", trial {t.user_attrs['retry_of']} queued to run again first"
+                                      f"{f' with {what}' if what else ''}")
+                sys.stderr.write(f"interrupted: {kept} trained trials kept{''.join(queued)}; the same command resumes\n")
         sys.exit(exit_code(exc))
 
     def _work(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
@@ -258,7 +271,7 @@ class OptunaBudgetSweeper:
         size = space_size(distributions) if self.custom_search_space is None else None
         claim_next = self._claim_step = ClaimStep(self.storage_url, self.gate, self.n_trials, self.max_failure_rate, self.grace_period,
                                self.retry_stale_trials, self.grid_size, size, self.custom_search_space, self.config,
-                               self.n_complete_trials)
+                               self.n_complete_trials, self.checkpoints)
         streak, smallest_rejected = 0, None
         while True:
             check_interrupt()

@@ -24,7 +24,8 @@ best decides ``min``. ``mean`` and the other ``max``/``min`` can race only with 
 (the repeats it ran) and counts as trained.
 
 A trial interrupted (or lost, with ``retry_stale_trials``) after some of its repeats finished
-is queued again with those repeats' results: the resumed sweep runs only the repeats left.
+is queued again with those repeats' results (``checkpoints.carried_over``): the resumed sweep
+runs only the repeats left, the interrupted one from its checkpoint where the job saved one.
 """
 
 import math
@@ -166,15 +167,3 @@ def shown(per_repeat: Sequence[Sequence[float]]) -> Any:
 def stored_values(attrs: Dict[str, Any]) -> List[List[float]]:
     """The finished repeats' values from a trial's attributes, a list per repeat."""
     return [list(v) if isinstance(v, (list, tuple)) else [v] for v in attrs.get(REPEAT_VALUES_ATTR) or []]
-
-
-def carried_over(trial: Any) -> Dict[str, Any]:
-    """What a trial re-queued after an interrupt or a lost worker carries: its finished repeats, if any."""
-    attrs = trial.user_attrs
-    done = len(attrs.get(REPEAT_VALUES_ATTR) or [])
-    if not done or done >= int(attrs.get(REPEATS_N_ATTR, 1)):
-        return {}
-    carried = {key: attrs[key] for key in CARRIED if key in attrs}
-    carried[CONTINUES_ATTR] = trial.number
-    carried[CARRIED_STEPS_ATTR] = [[int(s), float(v)] for s, v in sorted(trial.intermediate_values.items())]
-    return carried

@@ -9,6 +9,11 @@ A trainer that calls ``on_epoch_end(epoch, record)`` after each epoch (True stop
 
 In a sweep it reports ``record[metric]`` per epoch (the pruner may stop the run, never after the
 last epoch) and stores the run's scalar results on the trial; outside a sweep it does nothing.
+
+For trainers that checkpoint through callbacks (``on_checkpoint(path, epoch)`` after an epoch,
+``resume_from(path) -> bool`` at the start, ``on_resumed(epoch, history)`` once restored), it keeps
+each checkpoint as the trial's (``sweeper.api``'s ``checkpoint``) and hands a stopped trial's last
+one to the job that resumes it.
 """
 
 import logging
@@ -40,6 +45,18 @@ class TrialReporter:
             return False
         log.info("trial %d pruned after epoch %d (%s %.2f)", self.trial.number, epoch, self.metric, value)
         return True
+
+    def resume_from(self, path: Any) -> bool:
+        """Write the checkpoint this trial resumes from to ``path``; False when there is none."""
+        return self.trial is not None and self.trial.checkpoint.load(path) is not None
+
+    def on_resumed(self, epoch: int, history: List[Dict[str, Any]]) -> None:
+        """The run goes on after ``epoch``: the curve so far is the restored history's."""
+        self.curve = [float(h[self.metric]) for h in history if self.metric in h]
+
+    def on_checkpoint(self, path: Any, epoch: int) -> None:
+        if self.trial is not None:
+            self.trial.checkpoint.save(path, epoch)
 
     def on_train_end(self, result: Dict[str, Any]) -> None:
         if self.trial is None:

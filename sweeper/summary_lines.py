@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from .checkpoints import shown as shown_checkpoints
 from .samplers import FirstRepeatsPruner
 from .search_space import describe
 from .storage import masked
@@ -44,6 +45,7 @@ def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistri
         log.info("repeats: %s", sweeper.repeats.describe())
     if sweeper.n_complete_trials is not None:
         log.info("ends at %d complete trials (or %d trained)", sweeper.n_complete_trials, sweeper.n_trials)
+    log.info("checkpoints: %s (jobs that save them resume a stopped trial there)", shown_checkpoints(sweeper.checkpoints))
     log.info("search space: %s", ", ".join(f"{k}: {describe(v)}" for k, v in distributions.items()) or "custom")
     if fixed:
         log.info("fixed: %s", " ".join(f"{k}={v}" for k, v in fixed.items()))

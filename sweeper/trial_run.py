@@ -18,16 +18,18 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .callbacks import notify
+from .checkpoints import KEPT_ATTR, remove, trial_folder
+from .checkpoints import record as checkpoint_record
 from .errors import SweepError
 from .liveness import heartbeat
 from .outcome import job_outcome
 from .repeats import (
-    AGGREGATE_ATTR, CARRIED_STEPS_ATTR, RACED_OUT_ATTR, REPEAT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_KEY_ATTR,
+    AGGREGATE_ATTR, CARRIED_STEPS_ATTR, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_KEY_ATTR,
     REPEAT_SECONDS_ATTR, REPEAT_VALUES_ATTR, REPEATS_N_ATTR, REPEATS_RUN_ATTR, Repeats, first_values, shown,
     stored_values,
 )
 from .interrupts import check_interrupt, job_running
-from .storage import retry_transient
+from .storage import claim_lock, retry_transient
 from .summary_lines import log_trial
 from .tracebacks import ERROR_LOG_ATTR, TRACEBACK_ATTR, kept, tail
 from .trials import ERROR_ATTR, SWEEPER_ATTRS
@@ -59,7 +61,9 @@ class TrialRun:
         per_repeat, seconds, snapshots = stored_values(attrs), list(attrs.get(REPEAT_SECONDS_ATTR) or []), \
             list(attrs.get(REPEAT_ATTRS_ATTR) or [])
         if self.repeats.active:
-            self._start_repeats(attrs, per_repeat)
+            self._start_repeats(per_repeat)
+        self._carry_on(attrs, per_repeat)
+        self.continues = attrs.get(CONTINUES_ATTR)
         state, values, error, failure = TrialState.FAIL, None, None, (None, None)
         for k in range(len(per_repeat), self.repeats.n):
             check_interrupt()  # a signal noted since the claim or the last repeat: stop here, finished repeats kept
@@ -76,6 +80,8 @@ class TrialRun:
             seconds.append(took)
             snapshots.append({key: v for key, v in attrs.items() if key not in SWEEPER_ATTRS})
             self._store_repeats(per_repeat, seconds, snapshots)
+            if k + 1 < self.repeats.n:
+                self._drop_checkpoint(attrs)  # the next repeat starts from its first step
         else:
             if self.repeats.active and per_repeat:
                 state, values = TrialState.COMPLETE, self.repeats.aggregated(per_repeat)
@@ -95,21 +101,64 @@ class TrialRun:
                  len(per_repeat), self.repeats.n, self.repeats.aggregate, so_far, best)
         return True
 
-    def _start_repeats(self, attrs: Dict[str, Any], per_repeat: List[List[float]]) -> None:
-        """Mark the trial as repeated; a trial carrying on an interrupted one replays its per-step reports."""
+    def _start_repeats(self, per_repeat: List[List[float]]) -> None:
+        """Mark the trial as repeated."""
         def mark() -> None:
             self.trial.set_user_attr(REPEATS_N_ATTR, self.repeats.n)
             self.trial.set_user_attr(REPEAT_KEY_ATTR, self.repeats.key)
             self.trial.set_user_attr(AGGREGATE_ATTR, self.repeats.aggregate)
             self.trial.set_user_attr(REPEATS_RUN_ATTR, len(per_repeat))
-            if self.sweeper.prunes:
-                for step, value in attrs.get(CARRIED_STEPS_ATTR) or []:
-                    self.trial.report(value, step)
 
         self._retry(mark, "starting the repeats of")
-        if per_repeat:
-            log.info("trial %d carries on from trial %s: %d of %d repeats done %s", self.trial.number,
-                     attrs.get("continues"), len(per_repeat), self.repeats.n, shown(per_repeat))
+
+    def _carry_on(self, attrs: Dict[str, Any], per_repeat: List[List[float]]) -> None:
+        """A trial that runs a stopped trial's point again replays its per-step reports (those its job will not
+        report again: up to its checkpoint), so the pruner sees one history, and says what it carries on from."""
+        source = attrs.get(CONTINUES_ATTR)
+        if source is None:
+            return
+        steps = attrs.get(CARRIED_STEPS_ATTR) or []
+        if self.sweeper.prunes and steps:
+            def replay() -> None:
+                reported = self.study._storage.get_trial(self.trial._trial_id).intermediate_values
+                for step, value in steps:
+                    if step not in reported:
+                        self.trial.report(value, step)
+
+            self._retry(replay, "replaying the reports of")
+        done = [f"{len(per_repeat)} of {self.repeats.n} repeats done {shown(per_repeat)}"] if per_repeat else []
+        rec = checkpoint_record(attrs)
+        if rec is not None:
+            which = f"repeat {int(rec.get('repeat', 0))}" if self.repeats.active else "its job"
+            done.append(f"{which} resumes from its checkpoint of step {rec['step']}")
+        log.info("trial %d carries on from trial %s: %s", self.trial.number, source, "; ".join(done) or "its point")
+
+    def _drop_checkpoint(self, attrs: Dict[str, Any], keep: bool = False) -> None:
+        """Remove the trial's checkpoints (and the folder of the trial it carried on from); ``keep``: its last one stays."""
+        where, name = self.sweeper.checkpoints, self.study.study_name
+        rec = checkpoint_record(attrs)
+        folders = [trial_folder(where, name, n) for n in (self.trial.number, self.continues) if n is not None]
+        if keep and rec is not None:
+            folders = [f for f in folders if not rec["id"].startswith(f + "/")]
+            rec = None
+        remove(where, rec, folders)
+
+    def _keep_best_checkpoint(self, attrs: Dict[str, Any]) -> bool:
+        """With ``checkpoint.keep_best``: whether this complete trial's checkpoint is kept (it is among the best);
+        kept checkpoints of trials no longer among the best are removed. The study lists those kept."""
+        rec = checkpoint_record(attrs)
+        if not self.sweeper.checkpoint_cfg.get("keep_best") or rec is None:
+            return False
+        study, where = self.study, self.sweeper.checkpoints
+        with claim_lock(self.sweeper.storage_url):
+            best = {t.number for t in study.best_trials}
+            kept = dict(study._storage.get_study_system_attrs(study._study_id).get(KEPT_ATTR) or {})
+            for number in [n for n in kept if int(n) not in best]:
+                remove(where, kept.pop(number), [trial_folder(where, study.study_name, int(number))])
+            if self.trial.number in best:
+                kept[str(self.trial.number)] = rec
+            study._storage.set_study_system_attr(study._study_id, KEPT_ATTR, kept)
+        return self.trial.number in best
 
     def _launch(self, k: int) -> Tuple[Any, Dict[str, Any], float]:
         """Run repeat ``k`` (or the one job) under heartbeats; the job's return and the trial's attributes then."""
@@ -179,6 +228,8 @@ class TrialRun:
             log.warning("trial %d was marked failed by another worker during a database outage; its result is "
                         "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
             return
+        keep = state == TrialState.COMPLETE and self._retry(lambda: self._keep_best_checkpoint(attrs), "keeping the checkpoint of")
+        self._drop_checkpoint(attrs, keep=keep)
         self._retry(lambda: log_trial(self.sweeper, study, trial.number, state, values, attrs, seconds, error),
                     "reading the study after")
         notify(self.sweeper.callbacks, study, trial._trial_id)

@@ -83,12 +83,15 @@ def test_an_interrupted_sweep_records_its_trials_and_leaves_no_worker(tmp_path, 
         raise
     assert proc.returncode == code
     lines = [line for line in (out + err).splitlines() if line.startswith("interrupted")]
-    assert lines == ["interrupted: 0 trained trials kept; the same command resumes"]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: 0 trained trials kept, trial ")
+    assert lines[0].count("queued to run again first") == 2 and lines[0].endswith("; the same command resumes")
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
     wait_for("the worker process to end", lambda: not processes_with(str(tmp_path)), timeout=60)
     recorded = trials(tmp_path, study)
-    assert len(recorded) == 2
-    assert all(t.state == TrialState.FAIL and t.user_attrs["error"] == "interrupted" for t in recorded)
+    failed = [t for t in recorded if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["error"] == "interrupted" for t in failed)
+    queued = [t for t in recorded if t.state == TrialState.WAITING]  # their points run again first
+    assert sorted((t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued) == sorted((t.number, t.params) for t in failed)
 
     # the same command resumes at once: nothing waits for a grace period, nothing interrupted counts
     started = time.monotonic()
@@ -232,6 +235,9 @@ def test_a_signal_to_a_sweep_in_this_process_records_its_trial_interrupted(tmp_p
     finally:
         signal.signal(signum, previous)
     assert code_seen == code
-    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept; the same command resumes\n")
-    (t,) = trials(tmp_path, "term")
+    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept, trial 0 queued to run again first; "
+                                            "the same command resumes\n")
+    t, queued = trials(tmp_path, "term")
     assert t.state == TrialState.FAIL and t.user_attrs["error"] == "interrupted"
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == t.params
+    assert queued.user_attrs["retry_of"] == 0

@@ -156,8 +156,8 @@ def test_a_candidate_whose_first_repeat_falls_below_the_best_stops_after_one(tmp
 def test_a_sweep_interrupted_between_repeats_resumes_without_losing_or_repeating_one(tmp_path, capsys):
     common = ["x=choice(5)", "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=3", "hydra.sweeper.repeats.aggregate=min"]
     assert sweep(tmp_path, *common, "interrupt_on_seed=1") == 130  # Ctrl-C in the second repeat
-    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept, and 1 finished repeat of trial 0 "
-                                            "queued to carry on; the same command resumes\n")
+    assert capsys.readouterr().err.endswith("interrupted: 0 trained trials kept, trial 0 queued to run again first with "
+                                            "its 1 finished repeat; the same command resumes\n")
     cut, queued = trials(tmp_path)
     assert cut.state == TrialState.FAIL and cut.user_attrs["error"] == "interrupted"
     assert cut.user_attrs["repeat_values"] == [5.0]

@@ -8,15 +8,21 @@ the known seed noise the repeats tests need; a job whose seed is ``interrupt_on_
 interrupted as by Ctrl-C; ``send_signal=SIGTERM`` (or another name) sends that signal to its own
 process and waits for it to act, as a ``kill`` from outside would. Sleeps ``sleep`` seconds. With ``steps`` > 0 it
 reports ``x * step / steps`` after each step through the sweeper's public API and stops when
-the pruner says so. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
+the pruner says so. With ``checkpoint=true`` it saves ``{step, value}`` after each step through
+``trial.checkpoint`` and resumes from it, recording on its trial the steps it ran (``steps_ran``); ``stop_after_step=k`` (with ``stop_signal``, default SIGINT) stops
+the job after step ``k``'s checkpoint, as Ctrl-C or ``kill`` would (only the job whose seed is
+``stop_on_seed``, where set). Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweeper.api import current_trial
@@ -28,10 +34,23 @@ def main(cfg: DictConfig):
     if trial is not None:
         trial.set_user_attr("model_width", cfg.model.width)
         trial.set_user_attr("optimizer", cfg.optimizer.name)
-    for step in range(1, cfg.steps + 1):
+    first = 1
+    state_file = Path(HydraConfig.get().runtime.output_dir) / "state.json" if cfg.checkpoint else None
+    if state_file is not None and trial is not None and trial.checkpoint.load(state_file) is not None:
+        first = json.loads(state_file.read_text())["step"] + 1
+    for step in range(first, cfg.steps + 1):
         time.sleep(cfg.sleep / cfg.steps)
+        if trial is not None:
+            trial.set_user_attr("steps_ran", [*trial.user_attrs.get("steps_ran", []), step])
         if trial is not None and trial.report(cfg.x * step / cfg.steps, step, last=step == cfg.steps):
             return float("nan")  # pruned: the sweeper records PRUNED whatever is returned
+        if state_file is not None and trial is not None:
+            state_file.write_text(json.dumps({"step": step, "value": cfg.x * step / cfg.steps}))
+            trial.checkpoint.save(state_file, step)
+        if step == cfg.stop_after_step and cfg.stop_on_seed in (None, cfg.seed):
+            os.kill(os.getpid(), getattr(signal, cfg.stop_signal))
+            time.sleep(30)  # the handler acts at the next bytecode; this sleep is never finished
+            raise RuntimeError(f"{cfg.stop_signal} was not handled")
     if not cfg.steps:
         time.sleep(cfg.sleep)
     if cfg.send_signal:

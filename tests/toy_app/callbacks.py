@@ -1,6 +1,10 @@
-"""A study callback for the callbacks tests: one JSON line per call, what the sweeper passed it."""
+"""Callbacks for the tests: a study callback that writes one JSON line per call (what the sweeper passed it),
+and a trainer callback that stops a run after an epoch's checkpoint, as Ctrl-C or ``kill`` would."""
 
 import json
+import os
+import signal
+import time
 
 
 class Recorder:
@@ -14,3 +18,19 @@ class Recorder:
             f.write(json.dumps({"study": study.study_name, "number": trial.number, "state": trial.state.name,
                                 "value": trial.value if trial.values else None,
                                 "rejected": trial.user_attrs.get("rejected")}) + "\n")
+
+
+class StopAfterCheckpoint:
+    """A trainer callback (listed after the sweep's reporter): after epoch ``epoch``'s checkpoint, ``sig``."""
+
+    def __init__(self, epoch: int, sig: str = "SIGINT"):
+        self.epoch, self.sig = epoch, sig
+
+    def on_epoch_end(self, epoch, record) -> bool:
+        return False
+
+    def on_checkpoint(self, path, epoch) -> None:
+        if epoch == self.epoch:
+            os.kill(os.getpid(), getattr(signal, self.sig))
+            time.sleep(30)  # the sweep's handler acts at the next bytecode
+            raise RuntimeError(f"{self.sig} was not handled")

@@ -1,0 +1,213 @@
+"""Trial checkpoints: where a job's saved state lives, how it is written, and which trial resumes from it.
+
+A job saves its state through ``sweeper.api`` (``current_trial().checkpoint.save(path, step)``)
+as a file of its own format; the sweeper keeps it in an Optuna artifact store and records it on
+the trial as the user attribute ``checkpoint``: ``{"id", "step", "repeat"}``. A trial stopped
+before it finished (an interrupt, a lost worker with ``retry_stale_trials``) is queued again with
+its point, its finished repeats and that record; the job of the queued trial finds it with
+``checkpoint.load(path)`` and goes on from ``step``. The stopped trial's per-step reports up to
+that step are replayed onto the new trial first, so the pruner sees one history, as it would have.
+
+Where (``hydra.sweeper.checkpoint.store``): null puts them beside a SQLite or journal file
+(``sweeps.db`` -> ``sweeps.checkpoints/``), else under ``outputs/checkpoints`` where the sweep
+started; a path (a shared file system for many machines); ``s3://bucket[/prefix]`` (Optuna's
+Boto3ArtifactStore: boto3, credentials from the environment); or ``{_target_: ...}``, any Optuna
+artifact store. Writes are atomic: a file store writes a temporary file and renames it, and the
+trial's record moves to a new checkpoint only once it is whole, so a kill during a write never
+leaves a half-written file that is loaded.
+
+Disk stays bounded: a save removes the checkpoint it replaces, and a finished trial's are
+removed (``checkpoint.keep_best``: the best trial's last one is kept, listed on the study).
+
+Imports Optuna's artifact stores only when a checkpoint is written or read.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .repeats import CARRIED, CARRIED_STEPS_ATTR, CONTINUES_ATTR, REPEAT_VALUES_ATTR, REPEATS_N_ATTR
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ATTR = "checkpoint"  # the trial's latest checkpoint: {"id", "step", "repeat"}
+KEPT_ATTR = "kept_checkpoints"  # study system attribute: {trial number: record} of checkpoints kept after the trial
+S3_PREFIX = "s3://"
+SERVER_DEFAULT = Path("outputs") / "checkpoints"  # a database server's sweep: under the folder it started in
+
+
+class CheckpointStoreError(ValueError):
+    """The configured checkpoint store cannot be used (one line, for the sweep's error)."""
+
+
+def location(store: Any, storage_url: Optional[str]) -> Any:
+    """Where the sweep's checkpoints go: an absolute folder, an ``s3://`` URL, or a ``{_target_: ...}`` node as given."""
+    from .storage import local_file
+
+    if store is not None and not isinstance(store, str):
+        return store  # an artifact store's config node
+    if store:
+        return store if store.startswith(S3_PREFIX) else str(Path(store).expanduser().resolve())
+    file = local_file(storage_url)
+    if file is not None:
+        return str(file.with_name(f"{file.stem}.checkpoints"))
+    return str(SERVER_DEFAULT.resolve())
+
+
+def shown(where: Any) -> str:
+    """The location in words, for the sweep's header line."""
+    if isinstance(where, str):
+        return where
+    return f"{where.get('_target_', 'an artifact store')} (hydra.sweeper.checkpoint.store)"
+
+
+class AtomicFileSystemArtifactStore:
+    """Optuna's FileSystemArtifactStore, written atomically: a temporary file beside the target, then a rename.
+
+    The layout is Optuna's (a file per artifact id under ``base_path``); ids may hold folders.
+    """
+
+    def __init__(self, base_path: str):
+        from optuna.artifacts import FileSystemArtifactStore
+
+        self.base_path = Path(base_path)
+        self._store = FileSystemArtifactStore(self.base_path)
+
+    def open_reader(self, artifact_id: str):
+        return self._store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body) -> None:
+        target = self._store._get_filepath(artifact_id)  # checks the id stays inside base_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.part-{os.getpid()}")
+        try:
+            with open(part, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(part, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+
+    def remove(self, artifact_id: str) -> None:
+        self._store.remove(artifact_id)
+
+    def remove_folder(self, folder: str) -> None:
+        """Remove a folder of artifacts (a finished trial's, with any temporary file a kill left)."""
+        path = self._store._get_filepath(folder)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open_store(where: Any) -> Any:
+    """The artifact store at ``where`` (from ``location``); CheckpointStoreError in one line if it cannot be made."""
+    if isinstance(where, str) and where.startswith(S3_PREFIX):
+        bucket = where[len(S3_PREFIX):].split("/", 1)[0]
+        if not bucket:
+            raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store={where!r} names no bucket: s3://bucket[/prefix]")
+        try:
+            from optuna.artifacts import Boto3ArtifactStore
+
+            return Boto3ArtifactStore(bucket)
+        except ImportError as exc:
+            raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store={where!r} needs boto3 ({exc}): "
+                                       "pip install boto3") from None
+    if isinstance(where, str):
+        return AtomicFileSystemArtifactStore(where)
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(where)
+    except Exception as exc:
+        from .errors import one_line
+
+        raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store cannot be made: {one_line(exc)}") from None
+
+
+def check_store(where: Any) -> None:
+    """At the sweep's start: a folder that can be created and written, or a store that can be made."""
+    if isinstance(where, str) and not where.startswith(S3_PREFIX):
+        try:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            probe = Path(where) / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store: {where} cannot be written "
+                                       f"({exc.strerror or exc})") from None
+    else:
+        open_store(where)
+
+
+def _prefix(where: Any) -> str:
+    """A prefix for artifact ids: the path after an s3 bucket."""
+    if isinstance(where, str) and where.startswith(S3_PREFIX):
+        rest = where[len(S3_PREFIX):].split("/", 1)
+        return rest[1].strip("/") + "/" if len(rest) > 1 and rest[1].strip("/") else ""
+    return ""
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "study"
+
+
+def trial_folder(where: Any, study_name: str, number: int) -> str:
+    """The artifact-id folder of one trial's checkpoints."""
+    return f"{_prefix(where)}{_safe(study_name)}/trial_{number}"
+
+
+def new_id(where: Any, study_name: str, number: int, repeat: int, step: int) -> str:
+    """A fresh artifact id: a save never overwrites the checkpoint a record names."""
+    return f"{trial_folder(where, study_name, number)}/repeat{repeat}_step{step}_{uuid.uuid4().hex[:8]}.ckpt"
+
+
+def record(attrs: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A trial's checkpoint record from its user attributes, if it has a usable one."""
+    rec = attrs.get(CHECKPOINT_ATTR)
+    if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("step"), int):
+        return rec
+    return None
+
+
+def remove(where: Any, rec: Optional[Dict[str, Any]], folders=()) -> None:
+    """Remove a checkpoint (and, in a file store, the trials' folders it leaves); never raises."""
+    try:
+        store = open_store(where)
+        if rec is not None:
+            with contextlib.suppress(Exception):
+                store.remove(rec["id"])
+        if isinstance(store, AtomicFileSystemArtifactStore):
+            for folder in folders:
+                store.remove_folder(folder)
+    except Exception as exc:  # a checkpoint left behind costs disk, not results
+        log.warning("could not remove a checkpoint (%s): %s", rec and rec.get("id"), exc)
+
+
+def carried_over(trial: Any) -> Dict[str, Any]:
+    """What a trial queued again after an interrupt or a lost worker carries: its finished repeats, its
+    checkpoint, and the per-step reports the resumed job will not report again.
+
+    Reports carried: all of the first repeat's once it finished, else those up to the checkpoint's
+    step (none without one: the job starts again from its first step).
+    """
+    attrs = trial.user_attrs
+    done = len(attrs.get(REPEAT_VALUES_ATTR) or [])
+    n = int(attrs.get(REPEATS_N_ATTR, 1))
+    carried: Dict[str, Any] = {}
+    if 0 < done < n:
+        carried.update({key: attrs[key] for key in CARRIED if key in attrs})
+    rec = record(attrs)
+    if rec is not None and int(rec.get("repeat", 0)) == done:
+        carried[CHECKPOINT_ATTR] = rec
+    if not carried:
+        return {}
+    last = float("inf") if done else (rec["step"] if CHECKPOINT_ATTR in carried else 0)
+    carried[CONTINUES_ATTR] = trial.number
+    carried[CARRIED_STEPS_ATTR] = [[int(s), float(v)] for s, v in sorted(trial.intermediate_values.items())
+                                   if s <= last]
+    return carried

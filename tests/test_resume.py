@@ -1,0 +1,343 @@
+"""A stopped trial resumes where it stopped: its point runs again first, from its job's last checkpoint.
+
+The toy app (tests/toy_app) checkpoints ``{step, value}`` after every step through ``sweeper.api``
+and stops itself after a chosen step as Ctrl-C or ``kill`` would; the MNIST trainer's bit-for-bit
+continuation through a real sweep is at the end. Sweeps run in this process.
+"""
+
+import io
+import json
+import signal
+import socket
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper import checkpoints
+from sweeper.checkpoints import CHECKPOINT_ATTR, AtomicFileSystemArtifactStore, carried_over, location
+from sweeper.liveness import fail_stale_trials
+from sweeper.storage import open_storage
+
+from .support import in_process
+
+STUDY = "resume"
+
+
+def sweep(tmp_path: Path, *overrides: str, study: str = STUDY) -> int:
+    from tests.toy_app.app import main
+
+    return in_process(main, ["app", "-m", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                             f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.sweeper.study_name={study}",
+                             "hydra/sweeper/pruner=none", "steps=6", "checkpoint=true", *overrides])
+
+
+def trials(tmp_path: Path, study: str = STUDY):
+    return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{tmp_path}/sweeps.db")).trials
+
+
+def said_lines(capsys, text: str):
+    """The lines of this sweep's console output that hold ``text``, without the logger's prefix."""
+    out = capsys.readouterr()
+    return [line.split(" - ", 1)[-1] for line in (out.out + out.err).splitlines() if text in line]
+
+
+def stored(tmp_path: Path):
+    """The checkpoint files in the default store (beside the database), temporary ones included."""
+    return sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "sweeps.checkpoints").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_trial_stopped_by_a_signal_runs_again_first_from_its_checkpoint_and_counts_once(tmp_path, capsys, sig, code):
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a sweep started under nohup leaves SIGHUP ignored
+    try:
+        code_seen = sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "stop_after_step=3", f"stop_signal={sig}")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert code_seen == code
+    err = capsys.readouterr().err
+    assert err.endswith("interrupted: 0 trained trials kept, trial 0 queued to run again first with its checkpoint "
+                        "of step 3; the same command resumes\n")
+    stopped, queued = trials(tmp_path)
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"] is True
+    assert stopped.user_attrs[CHECKPOINT_ATTR]["step"] == 3 and stopped.user_attrs["steps_ran"] == [1, 2, 3]
+    assert queued.state == TrialState.WAITING and queued.user_attrs[CHECKPOINT_ATTR] == stopped.user_attrs[CHECKPOINT_ATTR]
+    assert queued.user_attrs["carried_steps"] == [[1, 1.0 / 1.5], [2, 4 / 3], [3, 2.0]]
+
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1") == 0
+    out = capsys.readouterr().out
+    assert "trial 1 carries on from trial 0: its job resumes from its checkpoint of step 3" in out
+    stopped, resumed = trials(tmp_path)  # nothing else ran: the stopped trial counted once
+    assert resumed.state == TrialState.COMPLETE and resumed.value == 4.0
+    assert resumed.user_attrs["steps_ran"] == [4, 5, 6]  # no step trained twice
+    assert resumed.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}  # one curve, each step once
+    assert stored(tmp_path) == []  # a finished trial's checkpoints are removed
+
+
+def test_the_resumed_trial_ends_as_an_uninterrupted_one_and_its_pruner_sees_the_same_history(tmp_path):
+    assert sweep(tmp_path, "x=choice(3)", "hydra.sweeper.n_trials=1", study="whole") == 0
+    assert sweep(tmp_path, "x=choice(3)", "hydra.sweeper.n_trials=1", "stop_after_step=5") == 130
+    assert sweep(tmp_path, "x=choice(3)", "hydra.sweeper.n_trials=1") == 0
+    (whole,), (_, resumed) = trials(tmp_path, "whole"), trials(tmp_path)
+    assert resumed.values == whole.values and resumed.intermediate_values == whole.intermediate_values
+    assert resumed.user_attrs["steps_ran"] == [6]
+
+
+def test_a_trial_stopped_twice_carries_its_checkpoint_on_and_the_first_stops_folder_goes(tmp_path):
+    assert sweep(tmp_path, "x=choice(2)", "hydra.sweeper.n_trials=1", "stop_after_step=2") == 130
+    assert stored(tmp_path)[0].startswith("sweeps.checkpoints/resume/trial_0/repeat0_step2_")
+    assert sweep(tmp_path, "x=choice(2)", "hydra.sweeper.n_trials=1", "stop_after_step=4") == 130
+    assert [p.rsplit("/", 2)[1] for p in stored(tmp_path)] == ["trial_1"]  # the step-2 file replaced, its folder gone
+    assert sweep(tmp_path, "x=choice(2)", "hydra.sweeper.n_trials=1") == 0
+    t = trials(tmp_path)
+    assert [x.state for x in t] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert t[1].user_attrs["steps_ran"] == [3, 4] and t[2].user_attrs["steps_ran"] == [5, 6]
+    assert t[2].intermediate_values == {s: 2 * s / 6 for s in range(1, 7)}
+    assert stored(tmp_path) == []
+
+
+def test_a_stop_inside_the_second_repeat_keeps_the_first_and_resumes_the_second(tmp_path):
+    common = ["x=choice(5)", "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=3", "hydra.sweeper.repeats.aggregate=min"]
+    assert sweep(tmp_path, *common, "stop_after_step=4", "stop_on_seed=1") == 130
+    stopped, queued = trials(tmp_path)
+    assert stopped.user_attrs["repeat_values"] == [5.0] and stopped.user_attrs[CHECKPOINT_ATTR]["repeat"] == 1
+    assert queued.user_attrs[CHECKPOINT_ATTR] == stopped.user_attrs[CHECKPOINT_ATTR]
+    assert sweep(tmp_path, *common) == 0
+    _, resumed = trials(tmp_path)
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["repeat_values"] == [5.0, 5.0, 5.0]
+    assert resumed.user_attrs["steps_ran"] == [5, 6, 1, 2, 3, 4, 5, 6]  # repeat 1 from step 5, repeat 2 whole
+    assert resumed.intermediate_values == {s: 5 * s / 6 for s in range(1, 7)}  # the first repeat's, carried
+    assert stored(tmp_path) == []
+
+
+def test_a_checkpoint_that_cannot_be_read_is_one_line_and_the_job_starts_from_its_first_step(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "stop_after_step=3") == 130
+    (ckpt,) = (tmp_path / "sweeps.checkpoints").rglob("*.ckpt")
+    ckpt.unlink()  # lost with a disk, or another store configured since
+    capsys.readouterr()
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1") == 0
+    said = said_lines(capsys, "cannot be read")
+    assert len(said) == 1 and said[0].startswith("trial 1: its checkpoint of step 3 cannot be read (ArtifactNotFound")
+    assert said[0].endswith("; starting from the first step")
+    _, resumed = trials(tmp_path)
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["steps_ran"] == [1, 2, 3, 4, 5, 6]
+    assert resumed.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}  # steps 1-3 carried, not reported twice
+
+
+def test_keep_best_keeps_only_the_best_trials_last_checkpoint_and_lists_it(tmp_path):
+    assert sweep(tmp_path, "x=choice(1,3,2)", "hydra.sweeper.n_trials=3", "hydra/sweeper/sampler=grid",
+                 "hydra.sweeper.checkpoint.keep_best=true") == 0
+    best = max(trials(tmp_path), key=lambda t: t.value)
+    assert best.params == {"x": 3}
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/sweeps.db")
+    kept = study._storage.get_study_system_attrs(study._study_id)[checkpoints.KEPT_ATTR]
+    assert kept == {str(best.number): best.user_attrs[CHECKPOINT_ATTR]}
+    assert stored(tmp_path) == [f"sweeps.checkpoints/{kept[str(best.number)]['id']}"]
+    path = tmp_path / "sweeps.checkpoints" / kept[str(best.number)]["id"]
+    assert json.loads(path.read_text()) == {"step": 6, "value": 3.0}
+
+
+def test_a_job_that_never_checkpoints_leaves_nothing_and_is_queued_with_its_point_alone(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "checkpoint=false", "stop_after_step=3") == 130
+    assert capsys.readouterr().err.endswith("trial 0 queued to run again first; the same command resumes\n")
+    assert not (tmp_path / "sweeps.checkpoints").exists() or stored(tmp_path) == []
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "checkpoint=false") == 0
+    _, again = trials(tmp_path)
+    assert again.params == {"x": 4} and again.user_attrs["steps_ran"] == [1, 2, 3, 4, 5, 6]
+    assert again.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}
+
+
+def test_an_unwritable_checkpoint_store_is_one_line_before_any_trial(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert sweep(tmp_path, "x=choice(4)", f"hydra.sweeper.checkpoint.store={blocker}/ckpt") == 1
+    assert capsys.readouterr().err == (f"Error: hydra.sweeper.checkpoint.store: {blocker}/ckpt cannot be written "
+                                       "(Not a directory)\n")
+    assert not (tmp_path / "sweeps.db").exists() or trials(tmp_path) == []
+
+
+# ------------------------------------------------------------------ the pieces
+
+
+def test_checkpoints_go_beside_a_file_database_else_where_the_sweep_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert location(None, "sqlite:///outputs/sweeps.db") == str(tmp_path / "outputs" / "sweeps.checkpoints")
+    assert location(None, f"journal:///{tmp_path}/j/sweeps.log") == str(tmp_path / "j" / "sweeps.checkpoints")
+    assert location(None, "postgresql://u@h/db") == str(tmp_path / "outputs" / "checkpoints")
+    assert location(None, None) == str(tmp_path / "outputs" / "checkpoints")
+    assert location("rel/ckpt", "postgresql://u@h/db") == str(tmp_path / "rel" / "ckpt")
+    assert location("s3://bucket/runs", None) == "s3://bucket/runs"
+    assert checkpoints.new_id("s3://bucket/runs/", "my study", 7, 1, 3).startswith("runs/my_study/trial_7/repeat1_step3_")
+    assert checkpoints.new_id("/x", "s", 7, 0, 3).startswith("s/trial_7/repeat0_step3_")
+
+
+def test_a_write_cut_short_leaves_the_previous_file_whole_and_no_temporary_file(tmp_path):
+    store = AtomicFileSystemArtifactStore(str(tmp_path))
+    store.write("s/trial_0/a.ckpt", io.BytesIO(b"whole"))
+
+    class Cut(io.BytesIO):
+        def read(self, *args):
+            raise KeyboardInterrupt  # a kill in the middle of the copy
+
+    with pytest.raises(KeyboardInterrupt):
+        store.write("s/trial_0/a.ckpt", Cut(b"new"))
+    assert (tmp_path / "s/trial_0/a.ckpt").read_bytes() == b"whole"
+    assert sorted(p.name for p in (tmp_path / "s/trial_0").iterdir()) == ["a.ckpt"]
+    with store.open_reader("s/trial_0/a.ckpt") as f:
+        assert f.read() == b"whole"
+    with pytest.raises(ValueError):
+        store.write("../outside", io.BytesIO(b"x"))  # Optuna's check: ids stay inside the store
+
+
+def frozen(number=0, attrs=None, steps=None) -> optuna.trial.FrozenTrial:
+    return optuna.trial.FrozenTrial(number=number, state=TrialState.FAIL, value=None, datetime_start=None,
+                                    datetime_complete=None, params={}, distributions={}, user_attrs=attrs or {},
+                                    system_attrs={}, intermediate_values=steps or {}, trial_id=number)
+
+
+def test_what_a_queued_trial_carries():
+    ckpt = {"id": "s/trial_4/repeat0_step2_x.ckpt", "step": 2, "repeat": 0}
+    steps = {1: 0.1, 2: 0.2, 3: 0.3}
+    assert carried_over(frozen(4, {CHECKPOINT_ATTR: ckpt}, steps)) == {
+        CHECKPOINT_ATTR: ckpt, "continues": 4, "carried_steps": [[1, 0.1], [2, 0.2]]}  # step 3 is reported again
+    assert carried_over(frozen(4, {}, steps)) == {}  # its point alone: it starts again
+    assert carried_over(frozen(4, {CHECKPOINT_ATTR: {"id": 3, "step": 2}}, steps)) == {}  # not a record
+    repeated = {"repeat_values": [1.0], "repeats_n": 3, "repeat_seconds": [2.0], "repeat_attrs": [{}]}
+    second = {**ckpt, "repeat": 1}
+    assert carried_over(frozen(4, {**repeated, CHECKPOINT_ATTR: second}, steps)) == {
+        **{k: v for k, v in repeated.items() if k != "repeats_n"}, CHECKPOINT_ATTR: second, "continues": 4,
+        "carried_steps": [[1, 0.1], [2, 0.2], [3, 0.3]]}  # the first repeat ran all its steps
+    # the first repeat's checkpoint, left when the second began and saved none yet: not the second's
+    assert CHECKPOINT_ATTR not in carried_over(frozen(4, {**repeated, CHECKPOINT_ATTR: ckpt}, steps))
+    done = {**repeated, "repeat_values": [1.0, 2.0, 3.0]}
+    assert carried_over(frozen(4, {**done, CHECKPOINT_ATTR: ckpt}, steps)) == {}  # every repeat finished
+
+
+def lost_trial(tmp_path: Path, retry: bool):
+    """A RUNNING trial whose worker on this host is gone, with a checkpoint in the store."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
+    where = location(None, f"sqlite:///{tmp_path}/s.db")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    rec = {"id": checkpoints.new_id(where, "lost", trial.number, 0, 2), "step": 2, "repeat": 0}
+    AtomicFileSystemArtifactStore(where).write(rec["id"], io.BytesIO(b"state"))
+    trial.report(0.5, 1)
+    trial.report(0.6, 2)
+    trial.report(0.7, 3)
+    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", CHECKPOINT_ATTR: rec}.items():
+        trial.set_user_attr(key, value)
+    assert fail_stale_trials(study, grace_period=3600, retry=retry, checkpoints=where) == [trial.number]
+    return study, where, rec
+
+
+def test_a_lost_workers_trial_queued_again_carries_its_checkpoint(tmp_path):
+    study, where, rec = lost_trial(tmp_path, retry=True)
+    lost, queued = study.trials
+    assert lost.state == TrialState.FAIL and lost.user_attrs["lost_worker"] is True
+    assert queued.state == TrialState.WAITING and queued.user_attrs[CHECKPOINT_ATTR] == rec
+    assert queued.user_attrs["carried_steps"] == [[1, 0.5], [2, 0.6]] and queued.user_attrs["retry_of"] == 0
+    assert (Path(where) / rec["id"]).read_bytes() == b"state"
+
+
+def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):
+    study, where, rec = lost_trial(tmp_path, retry=False)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert not (Path(where) / rec["id"]).exists() and not (Path(where) / "lost" / "trial_0").exists()
+
+
+# ------------------------------------------------------------------ the MNIST trainer, through a sweep
+
+MNIST_SMALL = ["data.train_subset=1000", "data.test_subset=500", "trainer.epochs=3", "trainer.threads=1",
+               "trainer.progress=false", "trainer.ema=0.99", "trainer.ema_warmup=true", "data/augment=strong",
+               "schedule.anneal_epochs=1", "model=tiny", "hydra/sweeper/pruner=none"]
+
+
+def mnist_sweep(tmp_path: Path, study: str, *overrides: str) -> int:
+    from mnist_arch.train import main
+
+    return in_process(main, ["mnist-train", "-m", "optim.lr=choice(0.05)", *MNIST_SMALL,
+                             f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweeper.study_name={study}",
+                             "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}/{study}", *overrides])
+
+
+def test_an_mnist_trial_stopped_after_an_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    assert mnist_sweep(tmp_path, "whole") == 0
+    stop = "+trainer.callbacks.stop={_target_: tests.toy_app.callbacks.StopAfterCheckpoint, epoch: 2}"
+    assert mnist_sweep(tmp_path, "stopped", stop) == 130
+    assert mnist_sweep(tmp_path, "stopped") == 0
+    (whole,), (stopped, resumed) = trials(tmp_path, "whole"), trials(tmp_path, "stopped")
+    assert stopped.user_attrs[CHECKPOINT_ATTR]["step"] == 2 and stopped.user_attrs["interrupted"] is True
+    assert resumed.state == TrialState.COMPLETE
+    assert resumed.values == whole.values  # compared with ==: the same floats
+    assert resumed.intermediate_values == whole.intermediate_values
+    assert resumed.user_attrs["curve"] == whole.user_attrs["curve"]
+    history = lambda study, n: [{k: v for k, v in h.items() if "seconds" not in k} for h in json.loads(
+        (tmp_path / study / str(n) / "metrics.json").read_text())["history"]]
+    assert history("stopped", resumed.number) == history("whole", whole.number)
+    assert "resumed from the checkpoint of epoch 2: training from epoch 3" in (
+        tmp_path / "stopped" / str(resumed.number) / "train.log").read_text()
+    assert stored(tmp_path) == []
+
+
+def test_an_mnist_checkpoint_of_another_config_is_not_loaded_and_the_run_starts_at_epoch_1(tmp_path, capsys):
+    stop = "+trainer.callbacks.stop={_target_: tests.toy_app.callbacks.StopAfterCheckpoint, epoch: 2}"
+    assert mnist_sweep(tmp_path, "changed", stop) == 130
+    capsys.readouterr()
+    assert mnist_sweep(tmp_path, "changed", "trainer.label_smoothing=0.1") == 0  # the command changed
+    said = said_lines(capsys, "not loaded")
+    assert said == ["the checkpoint offered to resume from is not loaded: it belongs to another config: "
+                    "trainer.label_smoothing (0.0 -> 0.1); training from epoch 1"]
+    _, resumed = trials(tmp_path, "changed")
+    assert resumed.state == TrialState.COMPLETE and len(resumed.user_attrs["curve"]) == 3
+
+
+def test_an_unreadable_mnist_checkpoint_is_one_line_and_the_run_starts_at_epoch_1(tmp_path, capsys):
+    stop = "+trainer.callbacks.stop={_target_: tests.toy_app.callbacks.StopAfterCheckpoint, epoch: 1}"
+    assert mnist_sweep(tmp_path, "torn", stop) == 130
+    (ckpt,) = (tmp_path / "sweeps.checkpoints").rglob("*.ckpt")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # what a store that is not atomic leaves after a kill
+    capsys.readouterr()
+    assert mnist_sweep(tmp_path, "torn") == 0
+    said = said_lines(capsys, "not loaded")
+    assert len(said) == 1 and said[0].startswith("the checkpoint offered to resume from is not loaded: it cannot be read (")
+    _, resumed = trials(tmp_path, "torn")
+    assert resumed.state == TrialState.COMPLETE and len(resumed.user_attrs["curve"]) == 3
+
+
+def test_the_checkpoint_of_an_mnist_run_holds_its_whole_state(tmp_path):
+    import torch
+
+    from mnist_arch import checkpoint
+    from tests.support import compose
+
+    cfg = compose(*[o for o in MNIST_SMALL if not o.startswith("hydra")])
+    state = {}
+
+    class Keep:
+        def on_epoch_end(self, epoch, record):
+            return False
+
+        def on_checkpoint(self, path, epoch):
+            state[epoch] = torch.load(path, weights_only=False)
+
+    from mnist_arch.trainer import fit
+
+    fit(cfg, [Keep()])
+    assert sorted(state) == [1, 2, 3]  # after every epoch, the last included
+    last = state[3]
+    assert sorted(last) == ["average", "config", "epoch", "format", "history", "model", "optimizer", "random",
+                            "schedule", "seconds"]
+    assert sorted(last["random"]) == ["generator", "numpy", "python", "torch"]
+    assert [h["epoch"] for h in last["history"]] == [1, 2, 3] and last["schedule"]["steps"] > 0
+    assert "trainer.threads" not in last["config"] and last["config"]["trainer.epochs"] == 3
+    with pytest.raises(checkpoint.CheckpointRefused, match=r"^it belongs to another config: trainer.epochs \(3 -> 4\)$"):
+        path = tmp_path / "c.ckpt"
+        torch.save(last, path)
+        checkpoint.load(path, compose(*[o for o in MNIST_SMALL if not o.startswith("hydra")], "trainer.epochs=4"),
+                        torch.device("cpu"))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointRefused, match=r"^it cannot be read \(UnpicklingError"):
+        checkpoint.load(path, cfg, torch.device("cpu"))
+    torch.save({"format": 0}, path)
+    with pytest.raises(checkpoint.CheckpointRefused, match=r"^it is not a checkpoint of this trainer \(format 0, expected 1\)$"):
+        checkpoint.load(path, cfg, torch.device("cpu"))
