@@ -291,3 +291,23 @@ def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
     assert complete and all(t.value == max(t.user_attrs["repeat_values"]) for t in complete)  # scored by the worst
     assert "study my_app_seeds: minimize objective" in proc.stdout and "repeats" in proc.stdout
+
+
+def test_the_readme_resume_example_stops_a_trial_and_runs_it_again_from_its_checkpoint(tmp_path):
+    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(["bash", "-e", "-c", readme_block("resume-example")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    trials = optuna.load_study(study_name="my_app_stop", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db")).trials
+    (stopped,) = [t for t in trials if t.user_attrs.get("interrupted")]  # trials before it may be over budget
+    (resumed,) = [t for t in trials if t.user_attrs.get("continues") == stopped.number]
+    assert (f"interrupted: 0 trained trials kept, trial {stopped.number} queued to run again first with its checkpoint "
+            "of step 6; the same command resumes") in proc.stderr
+    assert f"trial {resumed.number} carries on from trial {stopped.number}: its job resumes from its checkpoint of step 6" in proc.stdout
+    assert stopped.state == TrialState.FAIL and sorted(stopped.intermediate_values) == list(range(1, 7))
+    assert resumed.state == TrialState.COMPLETE and resumed.params == stopped.params
+    assert sorted(resumed.intermediate_values) == list(range(1, 11))  # steps 1-6 carried, 7-10 its own
+    assert {s: resumed.intermediate_values[s] for s in range(1, 7)} == stopped.intermediate_values
+    assert resumed.value == resumed.intermediate_values[10]

@@ -341,3 +341,102 @@ def test_the_checkpoint_of_an_mnist_run_holds_its_whole_state(tmp_path):
     torch.save({"format": 0}, path)
     with pytest.raises(checkpoint.CheckpointRefused, match=r"^it is not a checkpoint of this trainer \(format 0, expected 1\)$"):
         checkpoint.load(path, cfg, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------ real processes, real signals (slow)
+
+
+def checkpointed(tmp_path: Path, study: str, step: int, db: str = "sweeps.db") -> bool:
+    """Whether a RUNNING trial's checkpoint record has reached ``step`` (read-only, as sweep-results reads)."""
+    from tests.test_interrupts import trials as read
+
+    return any(t.state == TrialState.RUNNING and (t.user_attrs.get(CHECKPOINT_ATTR) or {}).get("step", 0) >= step
+               for t in read(tmp_path, study))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_mnist_sweep_stopped_by_a_signal_retrains_at_most_one_epoch_and_ends_as_an_uninterrupted_one(tmp_path, sig, code):
+    """``mnist-train -m`` in its own process, stopped as a user (Ctrl-C to the process group) or a scheduler
+    (SIGTERM) would, at whatever moment after the second epoch's checkpoint; the same command resumes."""
+    from tests.test_interrupts import start, wait_for
+
+    from .support import run_cli
+
+    args = lambda study: ["mnist_arch.train", "-m", "optim.lr=choice(0.05)", *MNIST_SMALL, "trainer.epochs=5",
+                          f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweeper.study_name={study}",
+                          "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}/{study}"]
+    whole = run_cli(args("whole"), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = start(args("stopped"), tmp_path)
+    try:
+        wait_for("the second epoch's checkpoint", lambda: checkpointed(tmp_path, "stopped", 2), timeout=600)
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in out + err
+    again = run_cli(args("stopped"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (w,), (stopped, resumed) = trials(tmp_path, "whole"), trials(tmp_path, "stopped")
+    reported, saved = len(stopped.user_attrs["curve"]), stopped.user_attrs[CHECKPOINT_ATTR]["step"]
+    assert saved >= 2 and reported - saved <= 1  # at most the epoch under way when the signal came is trained again
+    log = (tmp_path / "stopped" / str(resumed.number) / "train.log").read_text()
+    assert f"resumed from the checkpoint of epoch {saved}: training from epoch {saved + 1}" in log
+    assert log.count("epoch ") - log.count("resumed from") == 5 - saved  # the epochs this job trained
+    assert resumed.values == w.values and resumed.intermediate_values == w.intermediate_values
+    assert resumed.user_attrs["curve"] == w.user_attrs["curve"]
+    assert stored(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_killed_sweeps_trial_is_queued_with_its_checkpoint_by_retry_stale_trials_and_resumes_there(tmp_path):
+    """SIGKILL: nothing is recorded; the next invocation on this host finds the worker gone at once."""
+    from tests.test_interrupts import start, wait_for
+
+    from .support import run_cli
+
+    args = ["tests.toy_app.app", "-m", "x=choice(3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+            "hydra.sweeper.study_name=killed", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
+            "steps=6", "checkpoint=true", "hydra.sweeper.n_trials=1", "hydra.sweeper.grace_period=3600"]
+    proc = start([*args, "sleep=600"], tmp_path)  # 100 s a step: killed while step 3 runs
+    try:
+        wait_for("the second step's checkpoint", lambda: checkpointed(tmp_path, "killed", 2), timeout=600)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    again = run_cli([*args, "sleep=0", "hydra.sweeper.retry_stale_trials=true"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trial 0 re-queued with the same parameters and its checkpoint of step 2" in again.stdout + again.stderr
+    lost, resumed = trials(tmp_path, "killed")
+    assert lost.state == TrialState.FAIL and lost.user_attrs["lost_worker"] is True
+    assert resumed.state == TrialState.COMPLETE and resumed.value == 3.0
+    assert resumed.user_attrs["steps_ran"] == [3, 4, 5, 6]
+    assert resumed.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
+    assert stored(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_submitit_job_requeued_on_its_timeout_signal_resumes_from_its_checkpoint(tmp_path):
+    """submitit's local launcher sends the job its timeout signal (SLURM's USR2) ``signal_delay_s`` before its
+    time is up and runs it again: the same trial, from its checkpoint, each step once."""
+    from .support import run_cli
+
+    proc = run_cli(["tests.toy_app.app", "-m", "x=choice(2)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+                    "hydra.sweeper.study_name=requeued", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
+                    "steps=6", "checkpoint=true", "sleep=90", "hydra.sweeper.n_trials=1",
+                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+                    "hydra.launcher.max_num_timeout=3"], cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (t,) = trials(tmp_path, "requeued")
+    assert t.state == TrialState.COMPLETE and t.value == 2.0
+    # 90 s of steps cannot finish in one job of 60 s: it ran at least twice, each from the last checkpoint; a
+    # step is run again only where the signal fell between its end and its checkpoint
+    steps = t.user_attrs["steps_ran"]
+    assert steps == sorted(steps) and sorted(set(steps)) == [1, 2, 3, 4, 5, 6] and len(steps) <= 8
+    assert t.intermediate_values == {s: 2 * s / 6 for s in range(1, 7)}
+    assert stored(tmp_path) == []
