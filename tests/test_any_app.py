@@ -274,17 +274,23 @@ def run_own_app_example(tmp_path, env):
     return proc
 
 
+def run_after_own_app_example(tmp_path, name: str) -> subprocess.CompletedProcess:
+    """README's block ``name``, run as written after the own-app block has run in ``tmp_path``."""
+    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(["bash", "-e", "-c", readme_block(name)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
+
+
 def test_the_readme_example_app_runs_as_written(tmp_path):
     run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
-    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run(["bash", "-e", "-c", readme_block("repeats-example")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    proc = run_after_own_app_example(tmp_path, "repeats-example")
     study = optuna.load_study(study_name="my_app_seeds", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db"))
     trained = [t for t in study.get_trials() if t.user_attrs.get("launched")]
     assert len(trained) == 6 and all(t.user_attrs["repeats_n"] == 3 for t in trained)
@@ -294,12 +300,7 @@ def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
 
 
 def test_the_readme_resume_example_stops_a_trial_and_runs_it_again_from_its_checkpoint(tmp_path):
-    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run(["bash", "-e", "-c", readme_block("resume-example")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    proc = run_after_own_app_example(tmp_path, "resume-example")
     trials = optuna.load_study(study_name="my_app_stop", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db")).trials
     (stopped,) = [t for t in trials if t.user_attrs.get("interrupted")]  # trials before it may be over budget
     (resumed,) = [t for t in trials if t.user_attrs.get("continues") == stopped.number]
