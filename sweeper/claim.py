@@ -17,6 +17,7 @@ from .budget import BudgetGate, Verdict
 from .errors import SweepError
 from .interrupts import INTERRUPTED_ATTR
 from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, worker_marks
+from .samplers import tell
 from .search_space import format_override
 from .storage import claim_lock
 from .trials import DUPLICATE, ERROR_ATTR, LAUNCHED_ATTR, OVERRIDES_ATTR, is_trained
@@ -105,7 +106,7 @@ class ClaimStep:
                 return Claim("run", trial, overrides)
             # never launched: recorded before the lock is let go
             self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change
-            study.tell(trial, state=TrialState.PRUNED if verdict.rejected else TrialState.FAIL, skip_if_finished=True)
+            tell(study, trial, TrialState.PRUNED if verdict.rejected else TrialState.FAIL)  # a grid's last point too
             if not verdict.rejected:
                 self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)
             return Claim("skip", trial, overrides, verdict)
@@ -117,7 +118,7 @@ class ClaimStep:
         trial.set_user_attr(OVERRIDES_ATTR, overrides)
         trial.set_user_attr("rejected", DUPLICATE)
         trial.set_user_attr("reason", reason)
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        tell(study, trial, TrialState.FAIL)
         study.sampler.reseed_rng()
         return Claim("skip", trial, overrides, Verdict(False, None, reason, duplicate=True))
 

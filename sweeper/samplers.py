@@ -156,6 +156,19 @@ class _FirstRepeatsAsComplete:
                 if t.state in states or t.user_attrs.get(REPEATS_RUN_ATTR, 0) >= 1]
 
 
+def tell(study: optuna.Study, trial: Any, state: TrialState, values: Optional[List[float]] = None) -> None:
+    """``study.tell``, where a grid sampler stopping the study after its last point is not an error.
+
+    GridSampler calls ``study.stop()`` once every point has had its trial; outside an objective
+    function that raises, whether the last point trained or was recorded untrained (over budget).
+    """
+    try:
+        study.tell(trial, state=state, values=values, skip_if_finished=True)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def grid_size(sampler: optuna.samplers.BaseSampler) -> Optional[int]:
     """How many points a grid sampler's grid has; None for other samplers."""
     if isinstance(sampler, optuna.samplers.GridSampler):

@@ -29,6 +29,7 @@ from .repeats import (
     stored_values,
 )
 from .interrupts import check_interrupt, job_running
+from .samplers import tell
 from .storage import claim_lock, retry_transient
 from .summary_lines import log_trial
 from .tracebacks import ERROR_LOG_ATTR, TRACEBACK_ATTR, kept, tail
@@ -214,11 +215,7 @@ class TrialRun:
                 if path:
                     trial.set_user_attr(ERROR_LOG_ATTR, path)
             trial.set_user_attr("sweep_seconds", seconds)
-            try:
-                study.tell(trial, state=state, values=values, skip_if_finished=True)
-            except RuntimeError as exc:  # GridSampler stops the study when the grid is done
-                if "Study.stop" not in str(exc):
-                    raise
+            tell(study, trial, state, values)  # GridSampler stops the study when the grid is done
 
         try:
             self._retry(record, "recording")
