@@ -188,6 +188,58 @@ MUTANTS = {
         "under repeats the median is taken over the complete trials only", "sweeper/samplers.py",
         "    if repeated and isinstance(pruner, optuna.pruners.PercentilePruner):", "    if False:",
         ["tests/test_repeats.py", "tests/test_sweeper_units.py"]),
+    "interrupt_as_failure": (
+        'a job stopped by SIGTERM or SIGHUP written up as a failure', 'sweeper/tracebacks.py',
+        '(optuna.TrialPruned, KeyboardInterrupt, SystemExit, Interrupted)',
+        '(optuna.TrialPruned, KeyboardInterrupt, SystemExit)', ["tests/test_boundaries.py"]),
+    "grace_equal_beat": (
+        'grace_period equal to heartbeat_interval accepted', 'sweeper/checks.py',
+        'if values["grace_period"] <= values["heartbeat_interval"]',
+        'if values["grace_period"] < values["heartbeat_interval"]', ["tests/test_boundaries.py"]),
+    "pool_without_running": (
+        'the repeats median pool leaves out trials whose later repeats run', 'sweeper/samplers.py',
+        'wider = (*states, TrialState.PRUNED, TrialState.RUNNING)',
+        'wider = (*states, TrialState.PRUNED)', ["tests/test_boundaries.py"]),
+    "nsgaiii_population_50": (
+        "nsgaiii's population is not the documented 20", 'sweeper/config.py',
+        "    population_size: int = 20  # small: trials are expensive (Optuna's default: 50)\n    mutation: Optional[Any] = None  # e.g.",
+        "    population_size: int = 50  # small: trials are expensive (Optuna's default: 50)\n    mutation: Optional[Any] = None  # e.g.", ["tests/test_boundaries.py"]),
+    "job_default_patience": (
+        'a job in its own process waits with the default patience', 'sweeper/api.py',
+        'patience = sweeper_cfg.get("storage_patience", STORAGE_PATIENCE_S)',
+        'patience = STORAGE_PATIENCE_S', ["tests/test_boundaries.py"]),
+    "same_seed_silent": (
+        "no warning for a study repeating another's sampler seed", 'sweeper/optuna_sweeper.py',
+        '                if twin is not None:\n',
+        '                if False:\n', ["tests/test_boundaries.py"]),
+    "pareto_minimize_as_max": (
+        '--pareto treats a minimize objective as maximize', 'sweeper/results.py',
+        'rows = pareto_front(rows, axes=pareto_axes(objectives, budget, carried, rows))',
+        'rows = pareto_front(rows, axes={k: True for k in pareto_axes(objectives, budget, carried, rows)})', ["tests/test_boundaries.py"]),
+    "export_top_level_check": (
+        '--export keeps a file whose nested values differ', 'sweeper/export.py',
+        '        if again != wanted:',
+        '        if again.keys() != wanted.keys():', ["tests/test_boundaries.py"]),
+    "constraint_not_told": (
+        "the budget excess never handed to Optuna's constraints", 'sweeper/budget.py',
+        '                trial.set_constraint(BUDGET_CONSTRAINT, excess)',
+        '                pass', ["tests/test_boundaries.py"]),
+    "median_low": (
+        'an even number of repeats: median takes the lower middle', 'sweeper/repeats.py',
+        '"median": statistics.median,',
+        '"median": statistics.median_low,', ["tests/test_boundaries.py"]),
+    "no_epochs_last": (
+        'a report without epochs is never pruned', 'sweeper/reporter.py',
+        'last = epoch >= record.get("epochs", float("inf"))',
+        'last = epoch >= record.get("epochs", 0)', ["tests/test_boundaries.py"]),
+    "target_strict": (
+        'an epoch exactly at the target does not count', 'mnist_arch/trainer.py',
+        'if h["test_acc"] >= target_acc), None)',
+        'if h["test_acc"] > target_acc), None)', ["tests/test_boundaries.py"]),
+    "anneal_all_refused": (
+        'anneal_epochs equal to trainer.epochs refused', 'mnist_arch/optim.py',
+        'if not 0 <= cfg.anneal_epochs <= epochs:',
+        'if not 0 <= cfg.anneal_epochs < epochs:', ["tests/test_boundaries.py"]),
 }
 
 

@@ -136,21 +136,37 @@ def test_a_report_record_without_epochs_can_be_pruned():
 
 
 def test_a_job_in_its_own_process_opens_the_study_with_the_sweeps_patience(tmp_path, monkeypatch):
-    """No sweep in this process (ACTIVE_STUDIES empty), as in a submitit or joblib job."""
-    import sweeper.storage as storage
-    from sweeper import api
+    """No sweep in this process (nothing in ACTIVE_STUDIES), as in a submitit or joblib job: every wait for
+    the database is the sweep's ``storage_patience``, the study's opening included."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
 
-    study = optuna.create_study(study_name="own", storage=f"sqlite:///{tmp_path}/s.db")
+    import sweeper.storage as storage
+    from sweeper.api import current_trial
+
+    from .test_sweeper_units import load_toy
+
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    optuna.create_study(study_name="toy", storage=url, direction="maximize").ask()
+    cfg = load_toy([f"hydra.sweeper.storage={url}", "hydra.sweeper.storage_patience=7"])
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 0
     waited = []
     real = storage.retry_transient
 
     def record(fn, what, patience_s):
-        waited.append((what, patience_s))
+        waited.append((what.split(" ")[0], patience_s))
         return real(fn, what, patience_s)
 
     monkeypatch.setattr(storage, "retry_transient", record)
-    assert api.open_study(f"sqlite:///{tmp_path}/s.db", "own", 7).study_name == study.study_name
-    assert waited == [("opening study 'own'", 7)]
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert current_trial().number == 0
+    finally:
+        HydraConfig.instance().cfg = None
+    assert waited and all(patience == 7 for _, patience in waited), waited
+    assert "opening" in {what for what, _ in waited}
 
 
 # ------------------------------------------------------------------ the results tool
