@@ -1,4 +1,16 @@
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    """Under mutmut (``mutmut run``, docs/tests.md): while it records which tests reach which function
+    ("stats"), a subprocess could record nothing, and the mutated code's trampoline would look for
+    mutmut's settings in the subprocess's working directory. So subprocesses then run the mutated
+    tree's own code; while a mutant is tested they inherit it (``MUTANT_UNDER_TEST``), and
+    ``PYTHONPATH`` (tests/support.py) makes them import the mutated tree, not the installed one."""
+    if os.environ.get("MUTANT_UNDER_TEST") in ("stats", "list_all_tests"):
+        os.environ.pop("MUTANT_UNDER_TEST")  # this process keeps mutmut's own copy of it
 
 
 def pytest_addoption(parser):

@@ -7,6 +7,8 @@ continuation through a real sweep is at the end. Sweeps run in this process.
 
 import io
 import json
+import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -385,7 +387,7 @@ def test_an_mnist_sweep_stopped_by_a_signal_retrains_at_most_one_epoch_and_ends_
     assert saved >= 2 and reported - saved <= 1  # at most the epoch under way when the signal came is trained again
     log = (tmp_path / "stopped" / str(resumed.number) / "train.log").read_text()
     assert f"resumed from the checkpoint of epoch {saved}: training from epoch {saved + 1}" in log
-    assert log.count("epoch ") - log.count("resumed from") == 5 - saved  # the epochs this job trained
+    assert len(re.findall(r"- epoch +\d+/5 ", log)) == 5 - saved  # the epochs this job trained
     assert resumed.values == w.values and resumed.intermediate_values == w.intermediate_values
     assert resumed.user_attrs["curve"] == w.user_attrs["curve"]
     assert stored(tmp_path) == []
@@ -422,21 +424,23 @@ def test_a_killed_sweeps_trial_is_queued_with_its_checkpoint_by_retry_stale_tria
 
 @pytest.mark.slow
 def test_a_submitit_job_requeued_on_its_timeout_signal_resumes_from_its_checkpoint(tmp_path):
-    """submitit's local launcher sends the job its timeout signal (SLURM's USR2) ``signal_delay_s`` before its
-    time is up and runs it again: the same trial, from its checkpoint, each step once."""
+    """submitit's local launcher sends the job its timeout signal (SLURM's USR2) 30 s before its time is up
+    (here up to 6 times) and runs it again: the same trial, from its checkpoint, each step once."""
     from .support import run_cli
 
     proc = run_cli(["tests.toy_app.app", "-m", "x=choice(2)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
                     "hydra.sweeper.study_name=requeued", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
-                    "steps=6", "checkpoint=true", "sleep=90", "hydra.sweeper.n_trials=1",
-                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
-                    "hydra.launcher.max_num_timeout=3"], cwd=tmp_path, timeout=900)
+                    "steps=6", "checkpoint=true", "sleep=36", "hydra.sweeper.n_trials=1",
+                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "+hydra.launcher.max_num_timeout=6"],
+                   cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (t,) = trials(tmp_path, "requeued")
     assert t.state == TrialState.COMPLETE and t.value == 2.0
-    # 90 s of steps cannot finish in one job of 60 s: it ran at least twice, each from the last checkpoint; a
+    # 36 s of steps cannot finish before the signal at 30 s: it ran at least twice, each from the last checkpoint; a
     # step is run again only where the signal fell between its end and its checkpoint
     steps = t.user_attrs["steps_ran"]
     assert steps == sorted(steps) and sorted(set(steps)) == [1, 2, 3, 4, 5, 6] and len(steps) <= 8
     assert t.intermediate_values == {s: 2 * s / 6 for s in range(1, 7)}
+    (log,) = (tmp_path / "sweep" / ".submitit").rglob("*_0_log.out")
+    assert "Requeued job" in log.read_text()  # submitit's own word that it ran the job again
     assert stored(tmp_path) == []
