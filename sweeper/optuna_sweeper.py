@@ -49,7 +49,7 @@ from .export import record_app_config
 from .interrupts import (
     INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible, interruptible_task,
 )
-from .liveness import fail_unlaunched_trials, mark_failed, requeue, what_carries_on
+from .liveness import LOST_WORKER_ATTR, fail_unlaunched_trials, mark_failed, requeue, what_carries_on
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import grid_size, make_pruner, make_sampler, same_start
@@ -236,7 +236,22 @@ class OptunaBudgetSweeper:
             if any(codes):
                 log.warning("worker processes exited with codes %s", codes)
             retry_transient(lambda: write_results(self, study, sweep_dir), "reading the results", self.storage_patience)
+            self._fail_if_nothing_completed(study)
         return None
+
+    @staticmethod
+    def _fail_if_nothing_completed(study: optuna.Study) -> None:
+        """A sweep that ends with no completed trial because its trials failed ends non-zero, whatever
+        max_failure_rate let through (their tracebacks stay in their error.log files)."""
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            return
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(LAUNCHED_ATTR)
+                  and not t.user_attrs.get(INTERRUPTED_ATTR) and not t.user_attrs.get(LOST_WORKER_ATTR)]
+        if failed:
+            last = failed[-1]
+            raise SweepError(f"no trial completed: {len(failed)} trained trial{'s' if len(failed) > 1 else ''} failed "
+                             f"(last: trial {last.number}: {last.user_attrs.get('error', 'no message')})")
 
     def _interrupted(self, study: optuna.Study, workers: List[Any], worker: Optional[int], exc: BaseException) -> None:
         """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -71,7 +72,7 @@ def format_rows(rows: Sequence[Dict[str, Any]], fmt: str) -> str:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")  # print adds the last line's end
     cells = [[_cell(k, r.get(k)) for k in columns] for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
@@ -257,6 +258,8 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    # A closed pipe (sweep-results ... | head -1) ends the command quietly, as it ends any Unix tool
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parse_args(argv)
     import optuna
 

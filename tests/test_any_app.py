@@ -184,7 +184,7 @@ def test_tuple_and_dict_returns_give_both_objectives(tmp_path, returns, extra):
 def test_a_dict_return_without_objective_names_fails_with_the_way_out(tmp_path):
     proc = run_toy(tmp_path, "x=range(0,5)", "returns=dict", "hydra.sweeper.n_trials=1",
                        "hydra.sweeper.max_failure_rate=1.0")
-    assert proc.returncode == 0
+    assert proc.returncode == 1 and "no trial completed: 1 trained trial failed" in proc.stderr
     (t,) = load(tmp_path).get_trials()
     assert t.state == TrialState.FAIL and "name the values to optimise with hydra.sweeper.objectives" in t.user_attrs["error"]
 

@@ -58,11 +58,27 @@ def test_a_failing_jobs_traceback_goes_to_its_folder_the_trial_and_the_sweeps_li
 
 def test_hydra_full_error_prints_a_failing_jobs_traceback_whole(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    assert sweep(tmp_path, "x=choice(2)", "raise_on=[2]", "hydra.sweeper.n_trials=1",
-                 "hydra.sweeper.max_failure_rate=1.0") == 0
+    from sweeper.errors import SweepError
+
+    with pytest.raises(SweepError, match="no trial completed"):  # the sweep's own error, raised whole here too
+        sweep(tmp_path, "x=choice(2)", "raise_on=[2]", "hydra.sweeper.n_trials=1", "hydra.sweeper.max_failure_rate=1.0")
     err = capsys.readouterr().err
     assert "trial 0: the job failed:\nTraceback (most recent call last):" in err
     assert str(Path(__file__).parent / "toy_app" / "app.py") in err and "RuntimeError: boom at x=2" in err
+
+
+def test_a_sweep_whose_every_trial_failed_exits_non_zero_whatever_the_failure_rate_allowed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    assert sweep(tmp_path, "x=choice(1,2,3)", "raise_on=[1,2,3]", "hydra.sweeper.n_trials=3", "hydra/sweeper/sampler=grid",
+                 "hydra.sweeper.max_failure_rate=1.0") == 1
+    failed = [t for t in trials(tmp_path) if t.state == TrialState.FAIL]
+    assert len(failed) == 3 and all(Path(t.user_attrs["error_log"]).is_file() for t in failed)  # tracebacks kept
+    err = capsys.readouterr().err
+    assert err == (f"Error: no trial completed: 3 trained trials failed (last: trial {failed[-1].number}: "
+                   f"{failed[-1].user_attrs['error']})\n")
+    # one that completes among failures: the sweep did its job
+    assert sweep(tmp_path, "x=choice(1,2,3,4)", "raise_on=[1,2,3]", "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=grid",
+                 "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.study_name=one_completes") == 0
 
 
 @pytest.mark.parametrize("raised, kept_it", [(optuna.TrialPruned(), False), (KeyboardInterrupt(), False),

@@ -601,3 +601,44 @@ def test_an_exported_raced_trial_says_what_its_repeats_scored(tmp_path, app_conf
     export_trial(study, "raced", number=0, **app_conf)
     header = (tmp_path / "conf" / "experiment" / "raced.yaml").read_text().splitlines()[1]
     assert header == "# Exported from study 'raced', trial 0 (raced, objective=99.31 over 2 of 3 repeats, 3,689 parameters)."
+
+
+@pytest.fixture(scope="module")
+def long_study(tmp_path_factory) -> str:
+    """1,500 trials: more rows than a pipe holds. In a journal file, which takes them in 3 s (SQLite: 30 s)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path_factory.mktemp("long") / "long.log"
+    study = optuna.create_study(study_name="long", storage=JournalStorage(JournalFileBackend(str(path))),
+                                direction="minimize")
+    dist = {"x": FloatDistribution(0, 1)}
+    study.add_trials([optuna.trial.create_trial(params={"x": i / 1500}, distributions=dist, value=i / 1500)
+                      for i in range(1500)])
+    return f"journal:///{path}"
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv"])
+def test_a_closed_pipe_ends_the_command_quietly_as_it_ends_any_unix_tool(tmp_path, long_study, fmt):
+    """``sweep-results ... | head -1``: no BrokenPipeError traceback; the shell sees the pipe's own end (141)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .support import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper.results", "--storage", long_study, "long", "--format", fmt],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline()  # head -1
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == -signal.SIGPIPE and err == ""
+
+
+def test_csv_ends_after_its_last_row(long_study, capsys):
+    main(["--storage", long_study, "long", "--format", "csv", "--top", "3"])
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 3 and out.endswith("\n") and not out.endswith("\n\n")
