@@ -52,7 +52,7 @@ from .interrupts import (
 from .liveness import LOST_WORKER_ATTR, fail_unlaunched_trials, mark_failed, requeue, what_carries_on
 from .locate import locate_callable
 from .repeats import Repeats
-from .samplers import grid_size, make_pruner, make_sampler, same_start
+from .samplers import check_sampler_needs, grid_size, make_pruner, make_sampler, same_start
 from .search_space import SearchSpaceError, check_group_choices, space_size, sweep_space
 from .storage import (
     StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
@@ -202,6 +202,7 @@ class OptunaBudgetSweeper:
 
     def sweep(self, arguments: List[str]) -> Any:
         distributions, fixed = self._search_space(arguments)
+        check_sampler_needs(self.sampler_cfg)
         try:
             check_store(self.checkpoints)
         except CheckpointStoreError as exc:

@@ -5,8 +5,10 @@ left out with one warning line: it is what a config group leaves behind when onl
 ``sampler._target_`` is overridden (say TPE's ``n_startup_trials`` under RandomSampler).
 """
 
+import importlib.util
 import inspect
 import logging
+import sys
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
@@ -87,6 +89,31 @@ def make_sampler(node: DictConfig, distributions: Dict[str, BaseDistribution], o
     if constraints_func is not None:
         extra["constraints_func"] = constraints_func
     return _build(node, "sampler", extra)
+
+
+# what a sampler imports only once it samples (a trial would fail mid-claim, left RUNNING): checked at the start
+SAMPLER_NEEDS = {
+    "optuna.samplers.GPSampler": ("scipy", "torch"),
+    "optuna.samplers.QMCSampler": ("scipy",),
+    "optuna.samplers.CmaEsSampler": ("cmaes",),
+}
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None  # None: its import is known to fail
+    return importlib.util.find_spec(module) is not None
+
+
+def check_sampler_needs(node: DictConfig) -> None:
+    """One line naming what to install, before any trial, when the sampler needs a package that is missing."""
+    target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+    missing = [m for m in SAMPLER_NEEDS.get(target, ()) if not _importable(m)]
+    if missing:
+        extra = " torch" if "torch" in missing else ""
+        raise SweepError(f"hydra.sweeper.sampler ({target}) needs {' and '.join(SAMPLER_NEEDS[target])}, and "
+                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+                         f"pip install 'mnist-arch-sweep[samplers]'{extra}")
 
 
 SAMPLER_START_ATTR = "sampler_start"  # "<sampler target>:<seed>" a study's first process began with

@@ -97,6 +97,25 @@ def test_a_new_study_repeating_another_studys_sampler_and_seed_says_so_in_the_sw
     assert "began with the same sampler" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("sampler, blocked, said", [
+    ("cmaes", ["cmaes"], "(optuna.samplers.CmaEsSampler) needs cmaes, and cmaes is not installed: "
+                         "pip install 'mnist-arch-sweep[samplers]'"),
+    ("qmc", ["scipy"], "(optuna.samplers.QMCSampler) needs scipy, and scipy is not installed: "
+                       "pip install 'mnist-arch-sweep[samplers]'"),
+    ("gp", ["torch"], "(optuna.samplers.GPSampler) needs scipy and torch, and torch is not installed: "
+                      "pip install 'mnist-arch-sweep[samplers]' torch"),
+])
+def test_a_sampler_whose_package_is_missing_is_one_line_before_any_trial(tmp_path, capsys, monkeypatch, sampler,
+                                                                        blocked, said):
+    import sys
+
+    for module in blocked:
+        monkeypatch.setitem(sys.modules, module, None)  # what Python's import does when it is not installed
+    assert toy_sweep(tmp_path, "needs", "x=choice(1,2)", f"hydra/sweeper/sampler={sampler}") == 1
+    assert capsys.readouterr().err == f"Error: hydra.sweeper.sampler {said}\n"
+    assert not (tmp_path / "sweeps.db").exists() or "needs" not in optuna.get_all_study_names(f"sqlite:///{tmp_path}/sweeps.db")
+
+
 # ------------------------------------------------------------------ repeats and pruning
 
 

@@ -67,3 +67,15 @@ def test_the_readme_own_app_example_runs_where_only_the_sweeper_is_installed(tmp
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     run_own_app_example(work, env)
+    # a sampler whose package is missing: one line naming what to install, before any trial
+    for sampler, missing in [("cmaes", "cmaes is not installed"), ("qmc", "scipy is not installed"),
+                             ("gp", "scipy and torch are not installed")]:
+        proc = subprocess.run([str(python), "my_app/app.py", "-m", f"hydra/sweeper/sampler={sampler}",
+                               f"hydra.sweeper.study_name=needs_{sampler}"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        (line,) = [x for x in proc.stderr.splitlines() if x.startswith("Error")]
+        assert missing in line and line.endswith(("pip install 'mnist-arch-sweep[samplers]'" +
+                                                  (" torch" if sampler == "gp" else ""))), line
+    assert "needs_gp" not in subprocess.run([str(python), "-c", "import optuna; print(optuna.get_all_study_names("
+                                             "'sqlite:///my_app.db'))"], cwd=work, capture_output=True, text=True).stdout
