@@ -21,6 +21,7 @@ total of trained trials, whatever the number of invocations.
 
 import contextlib
 import logging
+import re
 import sys
 import time
 import warnings
@@ -53,7 +54,9 @@ from .liveness import LOST_WORKER_ATTR, fail_unlaunched_trials, mark_failed, req
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import check_sampler_needs, grid_size, make_pruner, make_sampler, same_start
-from .search_space import SearchSpaceError, check_group_choices, space_size, sweep_space
+from .search_space import (
+    SearchSpaceError, check_group_choices, check_keys_exist, nearest_key, space_size, sweep_space,
+)
 from .storage import (
     StorageError, check_search_space, check_url, claim_lock, load_or_create_study, local_file, masked, open_storage,
     refuse_written_password, retry_transient, scrubbed,
@@ -152,6 +155,7 @@ class OptunaBudgetSweeper:
         try:
             distributions, fixed = sweep_space(self.params, self.search_space_cfg, arguments)
             check_group_choices(distributions, self._group_options)
+            check_keys_exist([*distributions, *fixed], self.config, self._group_options)
         except (SearchSpaceError, OverrideParseException) as exc:
             raise SweepError(f"search space: {squashed(exc)}") from None
         if not distributions and self.custom_search_space is None:
@@ -308,13 +312,29 @@ class OptunaBudgetSweeper:
             notify(self.callbacks, study, claim.trial._trial_id)
             said = "rejected" if verdict.rejected else "skipped" if verdict.duplicate else "FAILED (not launched)"
             log.info("trial %d %s: %s", claim.trial.number, said, verdict.message)
+            if not (verdict.rejected or verdict.duplicate):
+                self._refuse_a_missing_key(verdict.message, [*distributions, *fixed])
             streak += 1
             if verdict.rejected:
                 smallest_rejected = min(verdict.value, smallest_rejected or verdict.value)
             if streak >= self.max_rejected_streak:
-                smallest = f"{smallest_rejected:,}" if smallest_rejected is not None else "none"
+                if smallest_rejected is None:  # none was over budget: the budget is not what stops them
+                    raise SweepError(f"the last {streak} trials could not be built or repeated trained points (last: "
+                                     f"trial {claim.trial.number}: {verdict.message}); nothing was trained")
                 raise SweepError(
                     f"the last {streak} trials were all over budget, unbuildable or repeats (smallest over-budget "
-                    f"{self.gate.name}: {smallest}): the search space seems to be over budget; narrow it or raise "
-                    "hydra.sweeper.budget.max"
+                    f"{self.gate.name}: {smallest_rejected:,}): the search space seems to be over budget; narrow it "
+                    "or raise hydra.sweeper.budget.max"
                 )
+
+    def _refuse_a_missing_key(self, message: str, keys: List[str]) -> None:
+        """A trial that cannot be built because a key the sweep sets is not in its config: every trial would
+        fail alike, so the sweep stops at its first, naming the key and the nearest one the config has.
+        (Keys under a config group the sweep chooses are only known once a trial's config is composed.)"""
+        match = re.search(r"Could not override '([^']+)'", message)
+        if match is None or match.group(1) not in {k.lstrip("+~") for k in keys}:
+            return
+        key = match.group(1)
+        near = nearest_key(key, self.config)
+        hint = f"did you mean {near}? " if near else ""
+        raise SweepError(f"search space: {key} is not a key of the app's config; {hint}(to add a new key: +{key}=...)")

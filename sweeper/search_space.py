@@ -14,16 +14,17 @@ hydra-optuna-sweeper's deprecated ``search_space`` form ({name: {type, low, high
 choices}}) is read by ``distribution_from_config``.
 """
 
+import difflib
 import logging
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import squashed
 
@@ -148,6 +149,56 @@ def check_group_choices(distributions: Dict[str, BaseDistribution],
                 f"{key}={describe(distribution)}: {', '.join(map(repr, unknown))} "
                 f"{'is not an option' if len(unknown) == 1 else 'are not options'} of config group '{group}'; "
                 f"its options: {', '.join(options)}")
+
+
+def check_keys_exist(keys: Iterable[str], config: Any, options_of: Callable[[str], List[str]]) -> None:
+    """Every key a sweep sets (searched or fixed) is a key of the app's config, before any trial runs.
+
+    A misspelt key (``model.widht``) would fail every trial as it is composed. Left alone: keys added
+    on purpose (``+key``, ``++key``), config groups and packaged keys (``group@pkg``), Hydra's own
+    (``hydra.*``), and keys under a group the sweep itself chooses (they may belong to another option).
+    """
+    keys = list(keys)
+    groups = {k.lstrip("+~").split("@")[0] for k in keys if options_of(k.lstrip("+~").split("@")[0])}
+    chosen = {g.replace("/", ".") for g in groups}
+    for key in keys:
+        if key.startswith(("+", "~")) or "@" in key or "/" in key or key.startswith("hydra.") or key in groups:
+            continue
+        if any(key == c or key.startswith(c + ".") for c in chosen):
+            continue
+        if _has_key(config, key):
+            continue
+        near = nearest_key(key, config)
+        hint = f"did you mean {near}? " if near else ""
+        raise SearchSpaceError(f"{key} is not a key of the app's config; {hint}(to add a new key: +{key}=...)")
+
+
+def nearest_key(key: str, config: Any) -> Optional[str]:
+    """The app's config key spelt most like ``key`` (Hydra's own keys aside), if any is close."""
+    known = [k for k in _leaf_keys(config) if k != "hydra" and not k.startswith("hydra.")]
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def _has_key(config: Any, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(config, parent, default=None) if parent else config
+    if isinstance(node, DictConfig):
+        return leaf in node
+    if isinstance(node, ListConfig):
+        return leaf.isdigit() and int(leaf) < len(node)
+    return False
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> List[str]:
+    out = []
+    for k in node.keys() if isinstance(node, DictConfig) else []:
+        child = node._get_node(k)
+        path = f"{prefix}{k}"
+        out.append(path)
+        if isinstance(child, DictConfig):
+            out.extend(_leaf_keys(child, path + "."))
+    return out
 
 
 def grid_choices(distributions: Dict[str, BaseDistribution]) -> Dict[str, List[Any]]:

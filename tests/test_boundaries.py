@@ -242,3 +242,38 @@ def test_annealing_over_every_epoch_is_allowed():
     check_schedule(OmegaConf.create({"name": "onecycle", "anneal_epochs": 5}), 5)  # the whole run ramps down
     with pytest.raises(Exception, match="schedule.anneal_epochs=6 must be between 0 and trainer.epochs=5"):
         check_schedule(OmegaConf.create({"name": "onecycle", "anneal_epochs": 6}), 5)
+
+
+# ------------------------------------------------------------------ a key the app's config does not have
+
+
+@pytest.mark.parametrize("override, said", [
+    ("model.widht=choice(3,4)", "model.widht is not a key of the app's config; did you mean model.width?"),
+    ("optimizer.lrr=interval(0.01,0.9)", "optimizer.lrr is not a key of the app's config; did you mean optimizer.lr?"),
+])
+def test_a_searched_key_the_app_does_not_have_is_one_line_before_any_trial(tmp_path, capsys, override, said):
+    import time
+
+    started = time.monotonic()
+    assert toy_sweep(tmp_path, "typo", "x=choice(1,2)", override) == 1
+    assert time.monotonic() - started < 20  # refused at once, not after a streak of failed trials
+    err = capsys.readouterr().err
+    assert err == f"Error: search space: {said} (to add a new key: +{said.split(' ')[0]}=...)\n"
+    assert "budget" not in err
+    assert not (tmp_path / "sweeps.db").exists() or "typo" not in optuna.get_all_study_names(f"sqlite:///{tmp_path}/sweeps.db")
+
+
+def test_a_key_added_on_purpose_or_under_a_chosen_group_still_sweeps(tmp_path):
+    assert toy_sweep(tmp_path, "added", "x=choice(1)", "+new.key=choice(1,2)", "hydra.sweeper.n_trials=2") == 0
+    assert sorted(t.params["+new.key"] for t in toy_trials(tmp_path, "added") if t.state == TrialState.COMPLETE) == [1, 2]
+    # optimizer=choice(adam,sgd): a key of one option only is not refused before the trials
+    assert toy_sweep(tmp_path, "grouped", "optimizer=choice(adam,sgd)", "optimizer.lr=choice(0.1)",
+                     "hydra.sweeper.n_trials=2") == 0
+
+
+def test_a_streak_of_unbuildable_trials_names_the_last_error_and_no_budget(tmp_path, capsys):
+    assert toy_sweep(tmp_path, "unbuildable", "x=choice(a,b,c)", "hydra.sweeper.budget.measure=tests.toy_app.measure.x_squared",
+                     "hydra.sweeper.max_rejected_streak=3") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: the last 3 trials could not be built or repeated trained points (last: trial ")
+    assert "invalid literal for int()" in err and err.endswith("; nothing was trained\n") and "budget" not in err
