@@ -46,11 +46,12 @@ def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def differences(saved: Dict[str, Any], now: Dict[str, Any], limit: int = 3) -> str:
-    """The keys whose values differ, as ``key (saved -> now)``, at most ``limit`` of them."""
-    keys = sorted(k for k in saved.keys() | now.keys() if saved.get(k, "<unset>") != now.get(k, "<unset>"))
-    shown = [f"{k} ({saved.get(k, '<unset>')!r} -> {now.get(k, '<unset>')!r})" for k in keys[:limit]]
+    """The keys whose values differ, as ``key (saved -> now)``, at most ``limit`` of them; "" when none."""
+    shown = lambda d, k: repr(d[k]) if k in d else "unset"
+    keys = sorted(k for k in saved.keys() | now.keys() if k not in saved or k not in now or saved[k] != now[k])
+    listed = [f"{k} ({shown(saved, k)} -> {shown(now, k)})" for k in keys[:limit]]
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(shown) + more
+    return ", ".join(listed) + more
 
 
 def random_state(generator: torch.Generator) -> Dict[str, Any]:

@@ -444,3 +444,41 @@ def test_a_submitit_job_requeued_on_its_timeout_signal_resumes_from_its_checkpoi
     (log,) = (tmp_path / "sweep" / ".submitit").rglob("*_0_log.out")
     assert "Requeued job" in log.read_text()  # submitit's own word that it ran the job again
     assert stored(tmp_path) == []
+
+
+def test_a_refused_checkpoint_names_what_differs_and_what_does_not_fit():
+    import torch
+
+    from mnist_arch import checkpoint
+
+    saved = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "gone": 1}
+    now = {"a": 0, "b": 0, "c": 0, "d": 0, "e": 5, "new": 2}
+    assert checkpoint.differences(saved, now) == "a (1 -> 0), b (2 -> 0), c (3 -> 0) and 3 more"
+    assert checkpoint.differences({"gone": 1}, {"new": "x"}) == "gone (1 -> unset), new (unset -> 'x')"
+    assert checkpoint.differences(saved, dict(saved)) == ""
+    model, other = torch.nn.Linear(2, 3), torch.nn.Linear(3, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    generator = torch.Generator()
+    state = {"model": other.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+             "average": None, "random": checkpoint.random_state(generator)}
+    with pytest.raises(checkpoint.CheckpointRefused, match=r"^it does not fit this run \(RuntimeError: Error\(s\) in "
+                                                           r"loading state_dict for Linear: size mismatch"):
+        checkpoint.restore(state, model, opt, schedule, None, generator)
+
+
+def test_a_checkpoint_records_the_config_resolved_without_what_does_not_change_training():
+    from mnist_arch import checkpoint
+    from tests.support import compose
+
+    from omegaconf import open_dict
+
+    cfg = compose("trainer.epochs=7", "trainer.threads=3")
+    with open_dict(cfg):
+        cfg.trainer.epochs_again = "${trainer.epochs}"
+    recorded = checkpoint.run_config(cfg)
+    assert recorded["trainer.epochs"] == 7 and recorded["seed"] == cfg.seed
+    assert recorded["trainer.epochs_again"] == 7  # interpolations resolved: the values trained with
+    assert not any(k.startswith(("trainer.threads", "trainer.progress", "trainer.callbacks", "tracking")) for k in recorded)
+    del recorded["trainer.epochs_again"]
+    assert recorded == checkpoint.run_config(compose("trainer.epochs=7", "trainer.threads=1", "trainer.progress=false"))
