@@ -475,10 +475,10 @@ def test_a_checkpoint_records_the_config_resolved_without_what_does_not_change_t
 
     cfg = compose("trainer.epochs=7", "trainer.threads=3")
     with open_dict(cfg):
-        cfg.trainer.epochs_again = "${trainer.epochs}"
+        cfg.epochs_again = "${trainer.epochs}"  # an app key that interpolates another
     recorded = checkpoint.run_config(cfg)
     assert recorded["trainer.epochs"] == 7 and recorded["seed"] == cfg.seed
-    assert recorded["trainer.epochs_again"] == 7  # interpolations resolved: the values trained with
+    assert recorded["epochs_again"] == 7  # interpolations resolved: the values trained with
     assert not any(k.startswith(("trainer.threads", "trainer.progress", "trainer.callbacks", "tracking")) for k in recorded)
-    del recorded["trainer.epochs_again"]
+    del recorded["epochs_again"]
     assert recorded == checkpoint.run_config(compose("trainer.epochs=7", "trainer.threads=1", "trainer.progress=false"))
