@@ -79,8 +79,21 @@ def tables(out: Path) -> str:
     params = {m["n_params"] for m in metrics.values()}
     held = sum(m["min_last_k_test_acc"] >= 99.4 for m in metrics.values())
     lines += ["", f"{', '.join(f'{p:,}' for p in sorted(params))} parameters; min of last {k} epochs at or above "
-                  f"99.4% on {held} of {len(metrics)} seeds."]
+                  f"99.4% on {held} of {len(metrics)} seeds.", "", headline(metrics)]
     return "\n".join(lines)
+
+
+def headline(metrics: Dict[int, dict]) -> str:
+    """README's headline row: parameters, then the min of the last k epochs over the seeds: mean, sd, worst,
+    the seeds, and the share at or above 99.4 and 99.6."""
+    scores = [m["min_last_k_test_acc"] for m in metrics.values()]
+    sd = statistics.stdev(scores) if len(scores) > 1 else float("nan")
+    seeds = sorted(metrics)
+    span = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    share = lambda bar: f"{sum(s >= bar for s in scores)}/{len(scores)}"
+    params = ", ".join(f"{p:,}" for p in sorted({m["n_params"] for m in metrics.values()}))
+    return (f"| {params} | {statistics.mean(scores):.3f} | {sd:.3f} | {min(scores):.2f} | {span} | "
+            f"{share(99.4)} | {share(99.6)} |")
 
 
 def main() -> None:
