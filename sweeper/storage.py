@@ -181,8 +181,9 @@ def local_file(url: Optional[str]) -> Optional[Path]:
     """The file behind a SQLite or journal URL (absolute), else None."""
     if url is None:
         return None
-    if url.startswith(JOURNAL_PREFIX):
-        return Path(url[len(JOURNAL_PREFIX):]).expanduser().resolve()
+    if url.startswith(JOURNAL_PREFIX):  # as sqlite:///: journal:///rel.log is relative, journal:////abs.log absolute
+        rest = url[len(JOURNAL_PREFIX):]
+        return Path(rest[1:] if rest.startswith("/") else rest).expanduser().resolve()
     try:
         parsed = make_url(url)
     except Exception:

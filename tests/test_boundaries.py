@@ -277,3 +277,12 @@ def test_a_streak_of_unbuildable_trials_names_the_last_error_and_no_budget(tmp_p
     err = capsys.readouterr().err
     assert err.startswith("Error: the last 3 trials could not be built or repeated trained points (last: trial ")
     assert "invalid literal for int()" in err and err.endswith("; nothing was trained\n") and "budget" not in err
+
+
+def test_a_journal_path_is_relative_or_absolute_as_a_sqlite_one_is(tmp_path, monkeypatch):
+    from sweeper.storage import local_file
+
+    monkeypatch.chdir(tmp_path)
+    assert local_file("sqlite:///rel.db") == tmp_path / "rel.db"
+    assert local_file("journal:///rel.log") == tmp_path / "rel.log"
+    assert local_file(f"sqlite:///{tmp_path}/abs.db") == local_file(f"journal:///{tmp_path}/abs.db") == tmp_path / "abs.db"

@@ -24,7 +24,7 @@ def storage_url(kind, tmp_path, postgres=None):
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/sweeps.db"
     if kind == "journal":
-        return f"journal://{tmp_path}/sweeps.log"
+        return f"journal:///{tmp_path}/sweeps.log"
     return postgres.url(PASSWORD)
 
 

@@ -315,7 +315,7 @@ def test_databases_that_hold_no_sweep_are_named_as_such(tmp_path, capsys):
     con.close()
     assert "holds no sweep: it has no Optuna tables" in error_line(["--storage", f"sqlite:///{tmp_path}/other.db"], capsys)
     (tmp_path / "garbage.log").write_text("not a journal\n")
-    line = error_line(["--storage", f"journal://{tmp_path}/garbage.log", "x"], capsys)
+    line = error_line(["--storage", f"journal:///{tmp_path}/garbage.log", "x"], capsys)
     assert "garbage.log is not an Optuna journal: its first line is not a journal record" in line
 
 
@@ -348,7 +348,7 @@ def test_journal_storage_is_read_too(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "sweeps.log")))
     study = optuna.create_study(study_name="known", storage=storage, direction="maximize")
     add(study, 7988, TrialState.COMPLETE, "s4", 0.05, {"launched": True, "best_test_acc": 99.1, "seconds": 5.0, "epochs_run": 1})
-    rows = rows_of(f"journal://{tmp_path}/sweeps.log")
+    rows = rows_of(f"journal:///{tmp_path}/sweeps.log")
     assert [(r["trial"], r["state"], r["best_acc"], r["params"]) for r in rows] == [(0, "complete", 99.1, 7988)]
 
 

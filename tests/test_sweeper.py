@@ -26,7 +26,7 @@ SMALL_REAL = ["model=tiny", "data.train_subset=1000", "data.test_subset=500", "o
               "hydra/sweeper=optuna_budget"]
 
 
-STORAGES = {"sqlite": "sqlite:///{}/sweeps.db", "journal": "journal://{}/sweeps.log"}
+STORAGES = {"sqlite": "sqlite:///{}/sweeps.db", "journal": "journal:///{}/sweeps.log"}
 
 
 def storage_args(tmp_path, study="test", kind="sqlite"):
