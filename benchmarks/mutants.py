@@ -37,7 +37,7 @@ MUTANTS = {
         "if last or not self._trial.should_prune():", "if True:"),
     "stale_never_failed": (
         "stale trials never failed", "sweeper/liveness.py",
-        "if now - last_sign_of_life(trial) <= grace_period:", "if True:"),
+        "if alive or (alive is None and silent <= grace_period):", "if True:"),
     "no_masking": (
         "URL password masking disabled", "sweeper/storage.py",
         '    if url is None:\n        return "in-memory"\n    if url.startswith(JOURNAL_PREFIX):',
@@ -47,7 +47,8 @@ MUTANTS = {
         '"min_last_k_test_acc": min(accs[-last_k:]),', '"min_last_k_test_acc": min(accs[-last_k - 1:]),'),
     "pareto_weak": (
         "Pareto front keeps weakly dominated trials", "sweeper/table.py",
-        "and (o[acc] > r[acc] or o[SIZE] < r[SIZE])", "and (o[acc] > r[acc] and o[SIZE] < r[SIZE])"),
+        "return all(a >= b for a, b in pairs) and any(a > b for a, b in pairs)",
+        "return all(a >= b for a, b in pairs) and all(a > b for a, b in pairs)"),
     "md5_skipped": (
         "MD5 check skipped", "mnist_arch/fetch.py", "        elif md5_of(path) != md5:",
         "        elif False:"),
@@ -178,7 +179,8 @@ MUTANTS = {
         "            return other.study_name", "            return None", ["tests/test_sweeper_config.py"]),
     "job_waits_fixed_300s": (
         "a job waits 300 s for an unreachable database whatever storage_patience says", "sweeper/api.py",
-        "    return SweepTrial(study, int(hydra_cfg.job.num), patience)", "    return SweepTrial(study, int(hydra_cfg.job.num), 300)",
+        "    return SweepTrial(study, int(hydra_cfg.job.num), patience, where)",
+        "    return SweepTrial(study, int(hydra_cfg.job.num), 300, where)",
         ["tests/test_sweeper_units.py"]),
     "job_prunes_with_default": (
         "a job in its own process prunes with Optuna's default pruner", "sweeper/api.py",
