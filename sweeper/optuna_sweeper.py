@@ -207,11 +207,12 @@ class OptunaBudgetSweeper:
     def sweep(self, arguments: List[str]) -> Any:
         distributions, fixed = self._search_space(arguments)
         check_sampler_needs(self.sampler_cfg)
-        try:
-            check_store(self.checkpoints)
-        except CheckpointStoreError as exc:
-            raise SweepError(str(exc)) from None
         study = self._open_study(distributions)
+        if self.checkpoint_cfg.get("store") is not None:  # the default is made beside the database when first used
+            try:
+                check_store(self.checkpoints)
+            except CheckpointStoreError as exc:
+                raise SweepError(str(exc)) from None
         ACTIVE_STUDIES[(self.storage_url, self.study_name)] = study
         worker = worker_index()
         sweep_dir = str(self.config.hydra.sweep.dir)

@@ -131,7 +131,7 @@ def test_deprecated_search_space_key_works_with_a_warning(tmp_path):
     assert -1 <= best.x <= 1 and best.y in (0, 1, 2)
 
 
-@pytest.mark.parametrize("rate, code", [(0.5, 1), (1.0, 0)])
+@pytest.mark.parametrize("rate, code", [(0.5, 1), (1.0, 1)])  # 1.0: every trial failed, none completed
 def test_failing_jobs_end_the_sweep_under_any_failure_rate(tmp_path, rate, code):
     proc = run_example("sphere.py", tmp_path, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=123",
                        "hydra.sweeper.n_jobs=2", f"hydra.sweeper.max_failure_rate={rate}", "error=true",
@@ -142,7 +142,8 @@ def test_failing_jobs_end_the_sweep_under_any_failure_rate(tmp_path, rate, code)
         assert "1 of 1 trained trials failed, over max_failure_rate=0.5" in proc.stderr
     else:
         assert "5 trained trials failed, as many as n_trials=5: the sweep ends" in proc.stderr
-        assert proc.stderr.count("RuntimeError: cfg.error is True") == 5 + 1  # each trial, and the last line
+        assert "Error: no trial completed: 5 trained trials failed (last: trial 4: RuntimeError" in proc.stderr
+        assert proc.stderr.count("RuntimeError: cfg.error is True") == 5 + 2  # each trial, the cap's line, the error
 
 
 # ------------------------------------------------------------------ the toy app: a model key, lists, the API
