@@ -16,6 +16,10 @@ artifact store. Writes are atomic: a file store writes a temporary file and rena
 trial's record moves to a new checkpoint only once it is whole, so a kill during a write never
 leaves a half-written file that is loaded.
 
+A sweep stopped by a database outage cannot record its running trial; it leaves a note beside the
+trial's checkpoints instead (``mark_stopped``), and the next invocation, finding the trial RUNNING
+with its worker gone, queues it again as it would an interrupted one (without ``retry_stale_trials``).
+
 Disk stays bounded: a save removes the checkpoint it replaces, and a finished trial's are
 removed (``checkpoint.keep_best``: the best trial's last one is kept, listed on the study).
 
@@ -186,6 +190,30 @@ def remove(where: Any, rec: Optional[Dict[str, Any]], folders=()) -> None:
                 store.remove_folder(folder)
     except Exception as exc:  # a checkpoint left behind costs disk, not results
         log.warning("could not remove a checkpoint (%s): %s", rec and rec.get("id"), exc)
+
+
+STOPPED_MARK = "stopped_by_sweep"  # beside a trial's checkpoints: its sweep stopped (database outage), no kill
+
+
+def mark_stopped(where: Any, study_name: str, number: int) -> None:
+    """Note in the store (the database is away) that the sweep stopped this trial: like an interrupt, not
+    a killed worker, so the next invocation queues its point again with its checkpoint. Never raises."""
+    import io
+
+    try:
+        open_store(where).write(f"{trial_folder(where, study_name, number)}/{STOPPED_MARK}", io.BytesIO(b""))
+    except Exception as exc:
+        log.warning("could not note trial %d as stopped by the sweep (%s); retry_stale_trials=true runs it again",
+                    number, exc)
+
+
+def stopped_by_sweep(where: Any, study_name: str, number: int) -> bool:
+    """Whether the store holds ``mark_stopped``'s note for this trial."""
+    try:
+        with open_store(where).open_reader(f"{trial_folder(where, study_name, number)}/{STOPPED_MARK}"):
+            return True
+    except Exception:
+        return False
 
 
 def carried_over(trial: Any) -> Dict[str, Any]:

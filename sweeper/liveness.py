@@ -26,7 +26,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .checkpoints import CHECKPOINT_ATTR, carried_over, record, remove, trial_folder
+from .checkpoints import CHECKPOINT_ATTR, carried_over, record, remove, stopped_by_sweep, trial_folder
 from .repeats import REPEAT_VALUES_ATTR
 
 log = logging.getLogger(__name__)
@@ -121,16 +121,20 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
         silent = now - last_sign_of_life(trial)
         if alive or (alive is None and silent <= grace_period):
             continue
-        if alive is False:
+        stopped = checkpoints is not None and stopped_by_sweep(checkpoints, study.study_name, trial.number)
+        if stopped:  # its sweep stopped for a database outage and could not record it (checkpoints.mark_stopped)
+            error, attrs = "stopped by its sweep while the database was away", {"interrupted": True}
+        elif alive is False:
             error = f"its worker process ({trial.user_attrs[HOST_PID_ATTR]}) is gone: it was killed or lost"
+            attrs = {LOST_WORKER_ATTR: True}
         else:
-            error = f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost"
-        if not mark_failed(study, trial, error, {LOST_WORKER_ATTR: True}):
+            error, attrs = f"no heartbeat for over {grace_period:.0f}s: its worker was killed or lost", {LOST_WORKER_ATTR: True}
+        if not mark_failed(study, trial, error, attrs):
             continue
         failed.append(trial.number)
         log.warning("trial %d: %s; marked failed", trial.number,
-                    error if alive is False else f"no heartbeat for {silent:.0f}s")
-        if retry and trial.user_attrs.get("launched"):
+                    error if alive is False or stopped else f"no heartbeat for {silent:.0f}s")
+        if (retry or stopped) and trial.user_attrs.get("launched"):
             carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}))
             log.info("trial %d re-queued with the same parameters%s", trial.number, f" and {carried}" if carried else "")
         elif checkpoints is not None:  # not run again: its checkpoint would only take disk

@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from .api import ACTIVE_STUDIES, study_name
 from .budget import BudgetGate
 from .callbacks import make_callbacks, notify
-from .checkpoints import CheckpointStoreError, check_store, location
+from .checkpoints import CheckpointStoreError, check_store, location, mark_stopped
 from .checks import check_objectives, check_settings
 from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
@@ -234,6 +234,8 @@ class OptunaBudgetSweeper:
         except BaseException as exc:
             stop_workers(workers)
             if isinstance(exc, StorageError):
+                if self._running is not None:  # it cannot be recorded: a note beside its checkpoints says so
+                    mark_stopped(self.checkpoints, self.study_name, self._running.number)
                 raise SweepError(str(exc)) from None
             raise
         codes = [proc.wait() for proc in workers]

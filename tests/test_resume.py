@@ -241,6 +241,22 @@ def test_a_lost_workers_trial_queued_again_carries_its_checkpoint(tmp_path):
     assert (Path(where) / rec["id"]).read_bytes() == b"state"
 
 
+def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_stale_trials(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
+    where = location(None, f"sqlite:///{tmp_path}/s.db")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}"}.items():
+        trial.set_user_attr(key, value)
+    checkpoints.mark_stopped(where, "lost", trial.number)  # what the stopping sweep leaves, the database away
+    assert checkpoints.stopped_by_sweep(where, "lost", trial.number)
+    assert not checkpoints.stopped_by_sweep(where, "lost", trial.number + 1)
+    assert fail_stale_trials(study, grace_period=3600, retry=False, checkpoints=where) == [trial.number]
+    stopped, queued = study.trials
+    assert stopped.user_attrs["error"] == "stopped by its sweep while the database was away"
+    assert stopped.user_attrs["interrupted"] is True and "lost_worker" not in stopped.user_attrs
+    assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == 0
+
+
 def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):
     study, where, rec = lost_trial(tmp_path, retry=False)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
@@ -418,6 +434,28 @@ def test_a_killed_sweeps_trial_is_queued_with_its_checkpoint_by_retry_stale_tria
     assert lost.state == TrialState.FAIL and lost.user_attrs["lost_worker"] is True
     assert resumed.state == TrialState.COMPLETE and resumed.value == 3.0
     assert resumed.user_attrs["steps_ran"] == [3, 4, 5, 6]
+    assert resumed.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
+    assert stored(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_a_database_outage_resumes_its_trial_from_its_checkpoint_by_the_same_command(tmp_path):
+    from .support import run_cli
+
+    args = ["tests.toy_app.app", "-m", "x=choice(3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+            "hydra.sweeper.study_name=outage", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
+            "steps=6", "checkpoint=true", "hydra.sweeper.n_trials=1", "hydra.sweeper.storage_patience=2"]
+    stopped = run_cli([*args, "break_database_after_step=3"], cwd=tmp_path)
+    assert stopped.returncode == 1 and "the database has been unreachable for" in stopped.stderr, stopped.stderr[-2000:]
+    (tmp_path / "sweeps.db").rmdir()  # the database is back
+    (tmp_path / "sweeps.db.away").rename(tmp_path / "sweeps.db")
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trial 0 re-queued with the same parameters and its checkpoint of step 3" in again.stdout + again.stderr
+    lost, resumed = trials(tmp_path, "outage")
+    assert lost.user_attrs["error"] == "stopped by its sweep while the database was away"
+    assert resumed.state == TrialState.COMPLETE and resumed.value == 3.0
+    assert resumed.user_attrs["steps_ran"] == [4, 5, 6]  # steps 4-6 ran in the outage, unrecorded: run again
     assert resumed.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
     assert stored(tmp_path) == []
 

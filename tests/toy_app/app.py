@@ -11,7 +11,8 @@ reports ``x * step / steps`` after each step through the sweeper's public API an
 the pruner says so. With ``checkpoint=true`` it saves ``{step, value}`` after each step through
 ``trial.checkpoint`` and resumes from it, recording on its trial the steps it ran (``steps_ran``); ``stop_after_step=k`` (with ``stop_signal``, default SIGINT) stops
 the job after step ``k``'s checkpoint, as Ctrl-C or ``kill`` would (only the job whose seed is
-``stop_on_seed``, where set). Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
+``stop_on_seed``, where set); ``break_database_after_step=k`` moves the sweep's SQLite file away after
+step ``k``'s checkpoint, as an outage would. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
 
@@ -26,6 +27,19 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweeper.api import current_trial
+
+
+def break_database(cfg: DictConfig) -> None:
+    """Move the sweep's SQLite file aside (a folder takes its name) and drop the sweep's pooled connections,
+    as a database server going away would; the test puts it back."""
+    from sweeper.api import ACTIVE_STUDIES
+    from sweeper.storage import local_file
+
+    path = local_file(HydraConfig.get().sweeper.storage)
+    path.rename(path.with_name(path.name + ".away"))
+    path.mkdir()
+    for study in ACTIVE_STUDIES.values():
+        study._storage._backend.engine.dispose()
 
 
 @hydra.main(config_path="conf", config_name="toy", version_base="1.3")
@@ -47,6 +61,8 @@ def main(cfg: DictConfig):
         if state_file is not None and trial is not None:
             state_file.write_text(json.dumps({"step": step, "value": cfg.x * step / cfg.steps}))
             trial.checkpoint.save(state_file, step)
+        if step == cfg.break_database_after_step:  # the database goes away under the running sweep
+            break_database(cfg)
         if step == cfg.stop_after_step and cfg.stop_on_seed in (None, cfg.seed):
             os.kill(os.getpid(), getattr(signal, cfg.stop_signal))
             time.sleep(30)  # the handler acts at the next bytecode; this sleep is never finished
