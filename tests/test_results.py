@@ -605,16 +605,17 @@ def test_an_exported_raced_trial_says_what_its_repeats_scored(tmp_path, app_conf
 
 @pytest.fixture(scope="module")
 def long_study(tmp_path_factory) -> str:
-    """1,500 trials: more rows than a pipe holds. In a journal file, which takes them in 3 s (SQLite: 30 s)."""
+    """1,500 trials of two parameters: about 100 KB in either format, well over the 64 KiB a pipe holds. In a journal file,
+    which takes them in 3 s (SQLite: 30 s)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     path = tmp_path_factory.mktemp("long") / "long.log"
     study = optuna.create_study(study_name="long", storage=JournalStorage(JournalFileBackend(str(path))),
                                 direction="minimize")
-    dist = {"x": FloatDistribution(0, 1)}
-    study.add_trials([optuna.trial.create_trial(params={"x": i / 1500}, distributions=dist, value=i / 1500)
-                      for i in range(1500)])
+    dist = {"x": FloatDistribution(0, 1), "second_stage_learning_rate": FloatDistribution(0, 1)}
+    study.add_trials([optuna.trial.create_trial(params={"x": i / 1500, "second_stage_learning_rate": 1 - i / 1500},
+                                                distributions=dist, value=i / 1500) for i in range(1500)])
     return f"journal:///{path}"
 
 
@@ -629,9 +630,9 @@ def test_a_closed_pipe_ends_the_command_quietly_as_it_ends_any_unix_tool(tmp_pat
     from .support import REPO
 
     proc = subprocess.Popen([sys.executable, "-m", "sweeper.results", "--storage", long_study, "long", "--format", fmt],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, bufsize=0,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout.readline()  # head -1
+    assert proc.stdout.readline()  # head -1 (unbuffered: the rest stays in the pipe, which cannot hold it)
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == -signal.SIGPIPE and err == ""
