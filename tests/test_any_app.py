@@ -2,6 +2,7 @@
 through the real command line. Each sweep takes seconds (no training)."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -275,9 +276,17 @@ def run_own_app_example(tmp_path, env):
     return proc
 
 
-def run_after_own_app_example(tmp_path, name: str) -> subprocess.CompletedProcess:
-    """README's block ``name``, run as written after the own-app block has run in ``tmp_path``."""
-    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+@pytest.fixture(scope="module")
+def own_app_example(tmp_path_factory):
+    """A folder where README's own-app block has run as written (and passed its checks): once for this module."""
+    folder = tmp_path_factory.mktemp("own_app")
+    run_own_app_example(folder, {**os.environ, "PYTHONPATH": str(REPO)})
+    return folder
+
+
+def run_after_own_app_example(tmp_path, example, name: str) -> subprocess.CompletedProcess:
+    """README's block ``name``, run as written in a copy of the folder where the own-app block ran."""
+    shutil.copytree(example, tmp_path, dirs_exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.run(["bash", "-e", "-c", readme_block(name)], cwd=tmp_path, env=env,
@@ -286,12 +295,12 @@ def run_after_own_app_example(tmp_path, name: str) -> subprocess.CompletedProces
     return proc
 
 
-def test_the_readme_example_app_runs_as_written(tmp_path):
-    run_own_app_example(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+def test_the_readme_example_app_runs_as_written(own_app_example):
+    assert (own_app_example / "my_app.db").is_file()  # run_own_app_example checked what it left
 
 
-def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
-    proc = run_after_own_app_example(tmp_path, "repeats-example")
+def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path, own_app_example):
+    proc = run_after_own_app_example(tmp_path, own_app_example, "repeats-example")
     study = optuna.load_study(study_name="my_app_seeds", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db"))
     trained = [t for t in study.get_trials() if t.user_attrs.get("launched")]
     assert len(trained) == 6 and all(t.user_attrs["repeats_n"] == 3 for t in trained)
@@ -300,8 +309,8 @@ def test_the_readme_repeats_example_runs_on_the_own_app_as_written(tmp_path):
     assert "study my_app_seeds: minimize objective" in proc.stdout and "repeats" in proc.stdout
 
 
-def test_the_readme_resume_example_stops_a_trial_and_runs_it_again_from_its_checkpoint(tmp_path):
-    proc = run_after_own_app_example(tmp_path, "resume-example")
+def test_the_readme_resume_example_stops_a_trial_and_runs_it_again_from_its_checkpoint(tmp_path, own_app_example):
+    proc = run_after_own_app_example(tmp_path, own_app_example, "resume-example")
     trials = optuna.load_study(study_name="my_app_stop", storage=open_storage(f"sqlite:///{tmp_path}/my_app.db")).trials
     (stopped,) = [t for t in trials if t.user_attrs.get("interrupted")]  # trials before it may be over budget
     (resumed,) = [t for t in trials if t.user_attrs.get("continues") == stopped.number]

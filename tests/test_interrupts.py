@@ -112,11 +112,11 @@ def test_interrupts_at_random_moments_leave_no_trial_running_and_the_resume_fini
 
     rng = random.Random(int(os.environ.get("INTERRUPT_TEST_SEED", "20261203")))  # another seed: other moments
     study = f"random-{tmp_path.name}"
-    args = toy_args(tmp_path, study, "sleep=0.3", "hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=2")
-    interrupted = 0
+    # 4 rounds of at most ~3 s each, 2 trials a second at most: the sweep of 40 cannot finish before its last interrupt
+    args = toy_args(tmp_path, study, "sleep=1.0", "hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=2")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("HYDRA_FULL_ERROR", None)
-    for round_ in range(10):
+    for round_ in range(4):
         log = tmp_path / f"round{round_}.log"
         with open(log, "w") as sink:
             proc = subprocess.Popen([sys.executable, "-m", *args], cwd=tmp_path, env=env, start_new_session=True,
@@ -136,17 +136,11 @@ def test_interrupts_at_random_moments_leave_no_trial_running_and_the_resume_fini
             for pid in processes_with(str(tmp_path)):
                 os.kill(pid, signal.SIGKILL)
             raise
-        assert proc.returncode in (0, 128 + sig), (round_, proc.returncode, err[-3000:])
-        interrupted += proc.returncode != 0
+        assert proc.returncode == 128 + sig, (round_, proc.returncode, err[-3000:])
         assert "Traceback" not in out + err and "outage" not in out + err, (round_, err[-3000:])
         wait_for("the workers to end", lambda: not processes_with(str(tmp_path)), timeout=120)
         left = [(t.number, t.user_attrs, t.system_attrs) for t in trials(tmp_path, study) if t.state == TrialState.RUNNING]
         assert left == [], (round_, left, err[-3000:])
-        if proc.returncode == 0:  # only a finished sweep ends 0: an interrupt never does
-            done = [t for t in trials(tmp_path, study) if t.state == TrialState.COMPLETE]
-            assert len(done) == 40, (round_, len(done), err[-3000:])
-            break
-    assert interrupted >= 3
     again = run_cli(args, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "outage" not in again.stdout + again.stderr and "no heartbeat" not in again.stdout + again.stderr

@@ -372,21 +372,35 @@ def checkpointed(tmp_path: Path, study: str, step: int, db: str = "sweeps.db") -
                for t in read(tmp_path, study))
 
 
+def mnist_sweep_args(folder: Path, study: str) -> list:
+    return ["mnist_arch.train", "-m", "optim.lr=choice(0.05)", *MNIST_SMALL, "trainer.epochs=5",
+            f"hydra.sweeper.storage=sqlite:///{folder}/sweeps.db", f"hydra.sweeper.study_name={study}",
+            "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={folder}/{study}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_mnist_sweep(tmp_path_factory) -> Path:
+    """The folder of the one-trial MNIST sweep (study ``whole``) that the stopped ones must end as."""
+    from .support import run_cli
+
+    folder = tmp_path_factory.mktemp("whole")
+    whole = run_cli(mnist_sweep_args(folder, "whole"), cwd=folder)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_mnist_sweep_stopped_by_a_signal_retrains_at_most_one_epoch_and_ends_as_an_uninterrupted_one(tmp_path, sig, code):
+def test_an_mnist_sweep_stopped_by_a_signal_retrains_at_most_one_epoch_and_ends_as_an_uninterrupted_one(
+        tmp_path, sig, code, uninterrupted_mnist_sweep):
     """``mnist-train -m`` in its own process, stopped as a user (Ctrl-C to the process group) or a scheduler
     (SIGTERM) would, at whatever moment after the second epoch's checkpoint; the same command resumes."""
     from tests.test_interrupts import start, wait_for
 
     from .support import run_cli
 
-    args = lambda study: ["mnist_arch.train", "-m", "optim.lr=choice(0.05)", *MNIST_SMALL, "trainer.epochs=5",
-                          f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db", f"hydra.sweeper.study_name={study}",
-                          "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}/{study}"]
-    whole = run_cli(args("whole"), cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    proc = start(args("stopped"), tmp_path)
+    args = mnist_sweep_args(tmp_path, "stopped")
+    proc = start(args, tmp_path)
     try:
         wait_for("the second epoch's checkpoint", lambda: checkpointed(tmp_path, "stopped", 2), timeout=600)
         os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
@@ -396,9 +410,9 @@ def test_an_mnist_sweep_stopped_by_a_signal_retrains_at_most_one_epoch_and_ends_
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in out + err
-    again = run_cli(args("stopped"), cwd=tmp_path)
+    again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    (w,), (stopped, resumed) = trials(tmp_path, "whole"), trials(tmp_path, "stopped")
+    (w,), (stopped, resumed) = trials(uninterrupted_mnist_sweep, "whole"), trials(tmp_path, "stopped")
     reported, saved = len(stopped.user_attrs["curve"]), stopped.user_attrs[CHECKPOINT_ATTR]["step"]
     assert saved >= 2 and reported - saved <= 1  # at most the epoch under way when the signal came is trained again
     log = (tmp_path / "stopped" / str(resumed.number) / "train.log").read_text()
@@ -419,7 +433,7 @@ def test_a_killed_sweeps_trial_is_queued_with_its_checkpoint_by_retry_stale_tria
     args = ["tests.toy_app.app", "-m", "x=choice(3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
             "hydra.sweeper.study_name=killed", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
             "steps=6", "checkpoint=true", "hydra.sweeper.n_trials=1", "hydra.sweeper.grace_period=3600"]
-    proc = start([*args, "sleep=600"], tmp_path)  # 100 s a step: killed while step 3 runs
+    proc = start([*args, "sleep=0.6", "hang_after_step=2"], tmp_path)  # killed as step 3 is under way
     try:
         wait_for("the second step's checkpoint", lambda: checkpointed(tmp_path, "killed", 2), timeout=600)
         os.killpg(proc.pid, signal.SIGKILL)

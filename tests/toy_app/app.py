@@ -11,7 +11,8 @@ reports ``x * step / steps`` after each step through the sweeper's public API an
 the pruner says so. With ``checkpoint=true`` it saves ``{step, value}`` after each step through
 ``trial.checkpoint`` and resumes from it, recording on its trial the steps it ran (``steps_ran``); ``stop_after_step=k`` (with ``stop_signal``, default SIGINT) stops
 the job after step ``k``'s checkpoint, as Ctrl-C or ``kill`` would (only the job whose seed is
-``stop_on_seed``, where set); ``break_database_after_step=k`` moves the sweep's SQLite file away after
+``stop_on_seed``, where set); ``hang_after_step=k`` sleeps an hour after step ``k``'s checkpoint (a long step under
+way, for a kill from outside); ``break_database_after_step=k`` moves the sweep's SQLite file away after
 step ``k``'s checkpoint, as an outage would. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
@@ -61,6 +62,8 @@ def main(cfg: DictConfig):
         if state_file is not None and trial is not None:
             state_file.write_text(json.dumps({"step": step, "value": cfg.x * step / cfg.steps}))
             trial.checkpoint.save(state_file, step)
+        if step == cfg.hang_after_step:
+            time.sleep(3600)  # a long step under way: the test kills the job here
         if step == cfg.break_database_after_step:  # the database goes away under the running sweep
             break_database(cfg)
         if step == cfg.stop_after_step and cfg.stop_on_seed in (None, cfg.seed):
