@@ -152,7 +152,7 @@ MUTANTS = {
         "    hint = DRIVERS.get(scheme) or", "    hint = DRIVERS['postgresql'] or", ["tests/test_own_app.py"]),
     "objectives_one_column": (
         "a multi-objective study's values in one list column", "sweeper/table.py",
-        "    return dict(zip(objective_names(study), maximize))", "    return {'objective': maximize[0]}",
+        "    return dict(zip(columns, maximize))", "    return {'objective': maximize[0]}",
         ["tests/test_own_app.py", "tests/test_results.py"]),
     "full_trial_needs_steps": (
         "the full-trial time unknown for an app that never reports steps", "sweeper/table.py",

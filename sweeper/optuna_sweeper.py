@@ -92,6 +92,7 @@ class OptunaBudgetSweeper:
                             n_complete_trials=n_complete_trials))
         self.objectives = [str(o) for o in objectives] if objectives else None
         check_objectives(self.objectives, metrics, self.directions)
+        self.metrics = [str(m) for m in metrics] if metrics else None
         try:
             check_url(storage)
         except StorageError as exc:

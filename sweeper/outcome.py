@@ -45,6 +45,17 @@ def _values(returned: Any, attrs: Dict[str, Any], objectives: Optional[Sequence[
                      "hydra.sweeper.objectives)")
 
 
+def returned_metrics(returned: Any, metrics: Optional[Sequence[str]]) -> Dict[str, float]:
+    """The numbers a job returned by name (a dict): those named in ``hydra.sweeper.metrics`` where it is
+    given, else every one. Kept on the trial beside the objectives, so a second metric is not lost."""
+    if isinstance(returned, DictConfig):
+        returned = OmegaConf.to_container(returned, resolve=True)
+    if not isinstance(returned, dict):
+        return {}
+    return {str(k): v for k, v in returned.items() if (metrics is None or k in metrics)
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def job_outcome(ret: JobReturn, attrs: Dict[str, Any], objectives: Optional[Sequence[str]], n: int) -> Outcome:
     if ret.status == JobStatus.FAILED:
         exc = ret._return_value  # the job's exception; the public accessor would raise it and print

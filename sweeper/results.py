@@ -1,16 +1,17 @@
 """``sweep-results`` (also ``mnist-results``): read a sweep database (never write to it) and show what the sweep found.
 
-Works on any study of any Hydra app; columns an app's trials carry (accuracies, parameters,
-epochs) are shown where present.
+Works on any study of any Hydra app; the columns are what its trials carry (objectives by name, the
+numbers the jobs returned, the budget measure, steps, hyperparameters).
 
     sweep-results                                   # the studies in the default database
-    sweep-results arch_s4                           # summary and the trials ranked by the objective
-    sweep-results arch_s4 --top 10 --state complete,pruned --max-params 10000 --min-acc 99.3
-    sweep-results arch_s4 --format markdown|csv|json   # csv and json carry every hyperparameter
-    sweep-results arch_s4 --pareto                  # non-dominated trials: accuracy versus parameters
-    sweep-results arch_s4 --plots docs/arch_s4      # PNG figures
-    sweep-results arch_s4 --export best_s4          # conf/experiment/best_s4.yaml from the best trial
-    sweep-results --storage postgresql://user@host/db arch_s4
+    sweep-results my_app                            # summary and the trials ranked by the objective
+    sweep-results my_app --top 10 --state complete,pruned --max-budget 10000 --min val_acc=0.9
+    sweep-results my_app --format markdown|csv|json # csv and json carry every hyperparameter
+    sweep-results my_app --sort lr --max loss=0.5   # any column; filters on any numeric column
+    sweep-results my_app --pareto                   # non-dominated trials: objectives, or objective vs budget
+    sweep-results my_app --plots docs/my_app        # PNG figures
+    sweep-results my_app --export best              # <config dir>/experiment/best.yaml from the best trial
+    sweep-results --storage postgresql://user@host/db my_app
 """
 
 import argparse
@@ -27,11 +28,17 @@ from .config import DEFAULT_STORAGE, LEGACY_STORAGE_ENV, STORAGE_ENV, storage_fr
 from .errors import fail
 from .storage import StorageError, open_storage_readonly
 from .table import (
-    ACC_COLUMNS, KINDS, METRIC_COLUMNS, SIZE, TableError, budget_column, filter_rows, objective_columns, pareto_front, sort_rows, summary,
+    ACC_COLUMNS, KINDS, METRIC_COLUMNS, SIZE, TableError, bounded, budget_column, column_named, filter_rows, objective_columns, pareto_front, sort_rows, summary,
     trial_rows,
 )
 
 PROG = "sweep-results"  # also installed as mnist-results, the name this repo's docs used first
+MNIST_PROG = "mnist-results"  # the same command with mnist_arch's accuracy shortcuts (--acc, --min-acc)
+MNIST_EPILOG = """mnist_arch's shortcuts (mnist-results only):
+
+    mnist-results arch_s4 --min-acc 99.3 --max-params 10000   # = --min best_acc=99.3 --max-budget 10000
+    mnist-results arch_s4 --pareto --acc min_last_k           # accuracy (worst of the last k) vs parameters
+"""
 
 
 class ResultsError(Exception):
@@ -132,38 +139,69 @@ def list_studies(storage) -> str:
 # ------------------------------------------------------------------ the command
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def invoked_as() -> str:
+    name = Path(sys.argv[0]).name
+    return name if name in (PROG, MNIST_PROG) else PROG
+
+
+def column_bound(text: str) -> Any:
+    """``COLUMN=VALUE`` of --min and --max: (column, number)."""
+    column, sep, value = text.partition("=")
+    try:
+        if not sep or not column:
+            raise ValueError
+        return column.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give COLUMN=NUMBER, e.g. loss=0.5") from None
+
+
+def parse_args(argv: Optional[Sequence[str]], prog: Optional[str] = None) -> argparse.Namespace:
+    """The command line; ``prog`` (default: the name it was invoked by) adds mnist_arch's shortcuts for mnist-results."""
+    prog = prog or invoked_as()
+    mnist = prog == MNIST_PROG
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__ + (MNIST_EPILOG if mnist else ""))
     p.add_argument("study", nargs="?", help="study name; without it, the studies in the database are listed")
     p.add_argument("--storage", default=storage_from_env(),
                    help=f"Optuna storage URL (default: ${STORAGE_ENV}, else ${LEGACY_STORAGE_ENV}, else "
                         f"{DEFAULT_STORAGE}, as the sweeper)")
     p.add_argument("--top", type=int, help="only the first N rows")
     p.add_argument("--state", help=f"comma-separated states to show: {','.join(KINDS)}")
-    p.add_argument("--max-budget", "--max-params", dest="max_params", type=int, metavar="N",
-                   help="only trials whose budget measure (hydra.sweeper.budget.name; parameters for mnist_arch) "
-                        "is at most N")
-    p.add_argument("--min-acc", type=float, help="mnist_arch: only trials whose accuracy (see --acc) is at least this")
-    p.add_argument("--acc", choices=ACC_COLUMNS, default=None,
-                   help="mnist_arch: the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best "
-                        "epoch, final epoch, worst of the last k epochs (objective.last_k), or that on the "
-                        "validation split (default: the one the study optimizes, else the best epoch)")
+    p.add_argument(*(["--max-budget", "--max-params"] if mnist else ["--max-budget"]), dest="max_params", type=int,
+                   metavar="N", help="only trials whose budget measure (hydra.sweeper.budget.name) is at most N")
+    p.add_argument("--min", dest="min_columns", type=column_bound, action="append", default=[], metavar="COLUMN=VALUE",
+                   help="only trials whose COLUMN (any numeric column) is at least VALUE; may be repeated")
+    p.add_argument("--max", dest="max_columns", type=column_bound, action="append", default=[], metavar="COLUMN=VALUE",
+                   help="only trials whose COLUMN is at most VALUE; may be repeated")
+    if mnist:
+        p.add_argument("--min-acc", type=float, help="only trials whose accuracy (see --acc) is at least this")
+        p.add_argument("--acc", choices=ACC_COLUMNS, default=None,
+                       help="the accuracy --pareto, --min-acc and the accuracy-vs-parameters plot use: best epoch, "
+                            "final epoch, worst of the last k epochs (objective.last_k), or that on the validation "
+                            "split (default: the one the study optimizes, else the best epoch)")
     p.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
     p.add_argument("--sort", metavar="COLUMN",
                    help="order rows by this column instead of the objective: objectives by their direction, the "
-                        "budget measure low first, any other high first; trials without it go last. E.g. --sort "
-                        "val_min_last_k: what selecting on mnist_arch's validation split would pick")
+                        "budget measure low first, any other high first; trials without it go last")
     p.add_argument("--pareto", action="store_true",
                    help="only the non-dominated trials: on the study's objectives when it has several, else the "
-                        "objective (mnist_arch: the --acc accuracy) against the budget measure")
+                        "objective against the budget measure")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--export", metavar="NAME", help="write the best (or --trial) trial as <config dir>/experiment/NAME.yaml")
     p.add_argument("--trial", type=int, help="the trial --export writes (default: the best)")
     p.add_argument("--config-dir", help="--export: the app's config folder, for studies that did not record it")
     p.add_argument("--config-name", help="--export: the app's primary config, for studies that did not record it")
     p.add_argument("--app-module", help="--export: module registering the app's structured configs, if not recorded")
-    return p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shortcut = next((a.split("=")[0] for a in argv if a.split("=")[0] in ("--min-acc", "--acc")), None)
+    if shortcut and not mnist:
+        p.error(f"{shortcut} is mnist-results' shortcut for mnist_arch's accuracies; here give the column: "
+                "--min COLUMN=VALUE (e.g. --min min_last_k=99.4)")
+    args = p.parse_args(argv)
+    if not mnist:
+        args.min_acc = args.acc = None
+    return args
 
 
 def pareto_axes(objectives: Dict[str, bool], budget: Optional[str], acc: Optional[str],
@@ -224,12 +262,17 @@ def run(args: argparse.Namespace) -> str:
     acc = args.acc or default_acc(study)
     try:
         if args.sort:
-            higher = objectives.get(args.sort, args.sort != budget)
-            rows = sort_rows(rows, args.sort, higher_first=higher)
+            column = column_named(rows, args.sort)
+            higher = objectives.get(column, column != budget)
+            rows = sort_rows(rows, column, higher_first=higher)
         if args.pareto:
             carried = args.acc or (acc if rows and acc in rows[0] else None)
             rows = pareto_front(rows, axes=pareto_axes(objectives, budget, carried, rows))
-        rows = filter_rows(rows, states, args.max_params, args.min_acc, args.top, acc, budget)
+        rows = filter_rows(rows, states, args.max_params, args.min_acc, None, acc, budget)
+        for columns, at_least in ((args.min_columns, True), (args.max_columns, False)):
+            for name, bound in columns:
+                rows = bounded(rows, column_named(rows, name), bound, at_least)
+        rows = rows[:args.top] if args.top is not None else rows
     except TableError as exc:
         raise ResultsError(str(exc)) from None
     out = []

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .repeats import (AGGREGATE_ATTR, AGGREGATES, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
                       aggregate, stored_values)
-from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, attr, trial_kind
+from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, METRICS_ATTR, attr, trial_kind
 
 KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
 
@@ -37,6 +37,8 @@ ACC_COLUMNS = {
     "val_min_last_k": "validation accuracy, worst of the last k epochs (%)",
 }
 SIZE = "params"
+# columns every table may have besides the objectives, metrics and hyperparameters
+FIXED_COLUMNS = ("rank", "trial", "state", "repeats", "epochs", "steps", "seconds", "note")
 
 
 class TableError(ValueError):
@@ -79,11 +81,21 @@ def objective_names(study: optuna.Study) -> List[str]:
 
 
 def objective_columns(study: optuna.Study) -> Dict[str, bool]:
-    """The row columns holding the objective values -> higher is better (maximize)."""
+    """The row columns holding the objective values -> higher is better (maximize): each objective by its
+    own name (``hydra.sweeper.objectives``; the short column name of a metric the table knows, as
+    ``min_last_k`` for ``min_last_k_test_acc``), else ``objective`` or ``objective_0``, ``objective_1``, ..."""
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    if len(maximize) == 1:
-        return {"objective": maximize[0]}
-    return dict(zip(objective_names(study), maximize))
+    columns = [METRIC_COLUMNS.get(n, n) for n in objective_names(study)]
+    if len(set(columns)) < len(columns):  # two names that shorten to one column: keep the names as given
+        columns = objective_names(study)
+    return dict(zip(columns, maximize))
+
+
+def column_named(rows: Sequence[Dict[str, Any]], name: str) -> str:
+    """The column a user names: its own name, or the metric it shows (``min_last_k_test_acc`` -> ``min_last_k``)."""
+    if rows and name not in rows[0] and METRIC_COLUMNS.get(name) in rows[0]:
+        return METRIC_COLUMNS[name]
+    return name
 
 
 def budget_column(trials: Sequence[FrozenTrial]) -> Optional[str]:
@@ -159,6 +171,14 @@ def worst_repeat(t: FrozenTrial, key: str) -> Optional[float]:
     return min(values) if values and all(isinstance(v, (int, float)) for v in values) else None
 
 
+def named_metrics(trials: Sequence[FrozenTrial], carried: set) -> List[str]:
+    """The metrics the trials' jobs returned by name (``hydra.sweeper.metrics``), in their order, where some
+    trial holds a number for it: columns of their own beside the objectives."""
+    names = dict.fromkeys(n for t in trials for n in t.user_attrs.get(METRICS_ATTR) or ())
+    return [n for n in names if n in carried and n not in METRIC_COLUMNS and n not in METRIC_COLUMNS.values()
+            and n not in FIXED_COLUMNS and n != "epochs_run"]  # epochs_run: the epochs column
+
+
 def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, Any]]:
     """One row per trial, ranked by the objective (complete first, then pruned, rejected, failed).
 
@@ -171,7 +191,8 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     metrics = {a: c for a, c in METRIC_COLUMNS.items() if a in carried}
     budget_names = {t.user_attrs[BUDGET_NAME_ATTR] for t in trials if t.user_attrs.get(BUDGET_NAME_ATTR)}
     metrics.update({n: n for n in sorted(budget_names) if n not in METRIC_COLUMNS})
-    objectives = list(objective_columns(study))
+    objectives, objective_attrs = list(objective_columns(study)), objective_names(study)
+    metrics.update({n: n for n in named_metrics(trials, carried) if n not in metrics and n not in objective_attrs})
     with_repeats = any(t.user_attrs.get("repeat_values") for t in trials)
     with_steps = any(steps_run(t) for t in trials)
     with_seconds = any(_seconds(t) is not None for t in trials)
@@ -186,7 +207,8 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
         kind = trial_kind(t)
         if kind in ("complete", "pruned", "raced"):
             rank += 1
-        values = shown_values(t) or [None] * len(objectives)
+        values = [v if v is not None else a.get(name)  # a trial without a value (pruned before any report, say):
+                  for v, name in zip(shown_values(t) or [None] * len(objectives), objective_attrs)]  # its own
         row = {
             "rank": rank if kind in ("complete", "pruned", "raced") else None,
             "trial": t.number,
@@ -256,6 +278,13 @@ def filter_rows(rows, states=None, max_params=None, min_acc=None, top=None, acc=
         _require(rows, acc, "--min-acc")
         out = [r for r in out if r.get(acc) is not None and r[acc] >= min_acc]
     return out[:top] if top is not None else out
+
+
+def bounded(rows: Sequence[Dict[str, Any]], column: str, bound: float, at_least: bool) -> List[Dict[str, Any]]:
+    """The rows whose ``column`` is at least (``at_least``) or at most ``bound``; rows without a number there go."""
+    _require(rows, column, f"--{'min' if at_least else 'max'} {column}")
+    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    return [r for r in rows if numeric(r.get(column)) and (r[column] >= bound if at_least else r[column] <= bound)]
 
 
 def summary(study: optuna.Study) -> Dict[str, Any]:

@@ -22,7 +22,7 @@ from .checkpoints import KEPT_ATTR, remove, trial_folder
 from .checkpoints import record as checkpoint_record
 from .errors import SweepError
 from .liveness import heartbeat
-from .outcome import job_outcome
+from .outcome import job_outcome, returned_metrics
 from .repeats import (
     AGGREGATE_ATTR, CARRIED_STEPS_ATTR, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_KEY_ATTR,
     REPEAT_SECONDS_ATTR, REPEAT_VALUES_ATTR, REPEATS_N_ATTR, REPEATS_RUN_ATTR, Repeats, first_values, shown,
@@ -33,7 +33,7 @@ from .samplers import tell
 from .storage import claim_lock, retry_transient
 from .summary_lines import log_trial
 from .tracebacks import ERROR_LOG_ATTR, TRACEBACK_ATTR, kept, tail
-from .trials import ERROR_ATTR, SWEEPER_ATTRS
+from .trials import ERROR_ATTR, METRICS_ATTR, SWEEPER_ATTRS
 from .workers import job_overrides
 
 log = logging.getLogger("sweeper.optuna_sweeper")
@@ -73,6 +73,8 @@ class TrialRun:
                 break
             ret, attrs, took = self._launch(k)
             state, values, error = job_outcome(ret, attrs, self.sweeper.objectives, len(self.sweeper.directions))
+            if ret.status != JobStatus.FAILED:
+                attrs = self._keep_metrics(ret.return_value, attrs)
             if ret.status == JobStatus.FAILED:
                 failure = kept(ret._return_value)  # the job's traceback and its error.log (tracebacks.py)
             if state != TrialState.COMPLETE or not self.repeats.active:
@@ -185,6 +187,19 @@ class TrialRun:
         took = time.perf_counter() - started
         attrs = self._retry(lambda: self.study._storage.get_trial(trial._trial_id).user_attrs, "reading")
         return ret, attrs, took
+
+    def _keep_metrics(self, returned: Any, attrs: Dict[str, Any]) -> Dict[str, Any]:
+        """The job's metrics on the trial: the numbers it returned by name (this repeat's, where it stored
+        others itself), and the names of all it gives (``hydra.sweeper.metrics``, else the returned names)
+        for the table."""
+        given = returned_metrics(returned, self.sweeper.metrics)
+        new = {k: v for k, v in given.items() if attrs.get(k) != v}
+        names = self.sweeper.metrics or list(given)
+        if names and attrs.get(METRICS_ATTR) != names:
+            new[METRICS_ATTR] = names
+        if new:
+            self._retry(lambda: [self.trial.set_user_attr(k, v) for k, v in new.items()], "recording the metrics of")
+        return {**attrs, **new}
 
     def _store_repeats(self, per_repeat: List[List[float]], seconds: List[float], snapshots: List[Dict]) -> None:
         def store() -> None:

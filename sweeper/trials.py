@@ -23,8 +23,9 @@ SWEEPER_ATTRS = frozenset({
     "reason", "worker", "host_pid", "worker_started", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
     "repeat", "repeat_values", "repeats_run", "repeat_seconds", "repeat_attrs", "repeats_n", "repeat_key",
     "repeats_aggregate", "raced_out_after", "continues", "carried_steps", "traceback", "error_log",
-    "checkpoint",
+    "checkpoint", "metric_names",
 })
+METRICS_ATTR = "metric_names"  # the names of the metrics a trial's job gave (hydra.sweeper.metrics): the table's columns
 LEGACY_ATTRS = {BUDGET_MAX_ATTR: "max_params", BUDGET_CONSTRAINT: "params_over_budget", PRUNED_AT_ATTR: "pruned_at_epoch"}
 
 

@@ -114,7 +114,7 @@ def test_interrupts_at_random_moments_leave_no_trial_running_and_the_resume_fini
     study = f"random-{tmp_path.name}"
     # 4 rounds of at most ~3 s each, 2 trials a second at most: the sweep of 40 cannot finish before its last interrupt
     args = toy_args(tmp_path, study, "sleep=1.0", "hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=2")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}  # the header in the log as it is printed
     env.pop("HYDRA_FULL_ERROR", None)
     for round_ in range(4):
         log = tmp_path / f"round{round_}.log"

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweeper.results import ResultsError
 from sweeper.storage import open_storage
 
 from .support import in_process
@@ -240,6 +241,43 @@ def test_sort_filter_and_pareto_use_the_apps_budget_measure_by_its_name(tmp_path
     assert len(cheap) == 2
     front = json.loads(results(tmp_path, "--pareto", "--format", "json"))
     assert front and all(set(r) >= {"objective", "cost"} for r in front)
+
+
+def test_a_named_objective_is_its_own_column_sorted_in_its_direction_and_named_in_the_csv(tmp_path):
+    assert sweep(tmp_path, "x=choice(1,2,3)", "returns=dict", "hydra.sweeper.objectives=[v1]",
+                 "hydra.sweeper.direction=minimize", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3") == 0
+    rows = json.loads(results(tmp_path, "--format", "json"))
+    assert "objective" not in rows[0] and [r["v1"] for r in rows] == [-3.0, -2.0, -1.0]  # minimize: lowest first
+    assert [r["v0"] for r in rows] == [3.0, 2.0, 1.0]  # the other number it returned, kept beside it
+    assert [r["v1"] for r in json.loads(results(tmp_path, "--sort", "v0", "--format", "json"))] == [-3.0, -2.0, -1.0]
+    by_v1 = json.loads(results(tmp_path, "--sort", "v1", "--format", "json"))
+    assert [r["v1"] for r in by_v1] == [-3.0, -2.0, -1.0]  # an objective: in its direction, best first
+    header = results(tmp_path, "--format", "csv").splitlines()[0].split(",")
+    assert header[:5] == ["rank", "trial", "state", "v1", "v0"]
+    assert "study own: minimize v1;" in results(tmp_path)
+
+
+def test_every_metric_the_app_returns_is_kept_and_shown_aggregated_over_repeats(tmp_path):
+    assert sweep(tmp_path, "x=choice(2)", "returns=dict", "hydra.sweeper.objectives=[v0]", "hydra.sweeper.metrics=[v0,v1]",
+                 "hydra.sweeper.n_trials=1", "hydra.sweeper.repeats.n=2", "per_seed=[0,1]",
+                 "hydra/sweeper/pruner=none") == 0
+    (t,) = trials(tmp_path)
+    assert t.user_attrs["metric_names"] == ["v0", "v1"] and t.user_attrs["v1"] in (-2.0, -3.0)
+    (row,) = json.loads(results(tmp_path, "--format", "json"))
+    assert row["v0"] == 2.5 and row["v1"] == -2.5  # both the mean of the repeats, as the objective
+    assert results(tmp_path, "--format", "csv").splitlines()[1].split(",")[3:5] == ["2.5", "-2.5"]
+    (row,) = json.loads(results(tmp_path, "--sort", "v1", "--format", "json"))  # any metric sorts
+    assert row["v1"] == -2.5
+
+
+def test_only_the_metrics_named_are_kept_and_none_of_a_scalar_return(tmp_path):
+    assert sweep(tmp_path, "x=choice(2)", "returns=dict", "hydra.sweeper.objectives=[v0]", "hydra.sweeper.metrics=[v0]",
+                 "hydra.sweeper.n_trials=1") == 0
+    (t,) = trials(tmp_path)
+    assert "v1" not in t.user_attrs and t.user_attrs["metric_names"] == ["v0"]
+    assert list(json.loads(results(tmp_path, "--format", "json"))[0])[:4] == ["rank", "trial", "state", "v0"]
+    with pytest.raises(ResultsError, match="--sort v1 needs the 'v1' column"):
+        results(tmp_path, "--sort", "v1")
 
 
 def test_repeats_print_like_the_other_numbers(tmp_path):

@@ -76,12 +76,12 @@ def app_conf(tmp_path):
     return dict(config_dir=str(tmp_path / "conf"), config_name="train", module="mnist_arch.config")
 
 
-def rows_of_study(url, name, *args):
-    return json.loads(run(parse_args(["--storage", url, name, "--format", "json", *args])))
+def rows_of_study(url, name, *args, prog="mnist-results"):
+    return json.loads(run(parse_args(["--storage", url, name, "--format", "json", *args], prog=prog)))
 
 
-def rows_of(url, *args):
-    return rows_of_study(url, "known", *args)
+def rows_of(url, *args, prog="mnist-results"):
+    return rows_of_study(url, "known", *args, prog=prog)
 
 
 def test_rows_are_ranked_and_exact(db):
@@ -92,7 +92,7 @@ def test_rows_are_ranked_and_exact(db):
         (None, 5, "failed"), (None, 6, "running"),
     ]
     assert rows[0] == {
-        "rank": 1, "trial": 0, "state": "complete", "objective": 99.45, "best_acc": 99.45, "final_acc": 99.41,
+        "rank": 1, "trial": 0, "state": "complete", "best_acc": 99.45, "final_acc": 99.41,  # the objective, by name
         "min_last_k": 99.0, "val_min_last_k": 98.9, "best_epoch": 3, "reached_target": 3, "params": 7988, "model/widths": "s4", "optim.lr": 0.05,
         "epochs": 4,
         "seconds": 100.0, "note": None,
@@ -133,6 +133,45 @@ def test_summary_counts_times_and_savings(db):
 )
 def test_filters_and_pareto(db, args, trials):
     assert [r["trial"] for r in rows_of(db[1], *args)] == trials
+
+
+@pytest.mark.parametrize(
+    "args, trials",
+    [
+        (["--min", "best_acc=99.25"], [0, 2]),  # mnist-results' --min-acc 99.25, on any column
+        (["--min", "min_last_k=99.05"], [2]),
+        (["--min", "min_last_k=99.0"], [0, 2]),  # at least: the bound itself is in
+        (["--max", "params=7988", "--state", "complete"], [0, 1]),  # at most: the bound itself is in
+        (["--min", "min_last_k_test_acc=99.0"], [0, 2]),  # the metric's own name stands for its column
+        (["--min", "optim.lr=0.05", "--max", "optim.lr=0.1"], [0, 1]),  # a hyperparameter; both bounds
+        (["--min", "best_acc=99", "--top", "1"], [0]),  # --top after the filters
+    ],
+)
+def test_generic_filters_on_any_column(db, args, trials):
+    assert [r["trial"] for r in rows_of(db[1], *args, prog="sweep-results")] == trials
+
+
+def test_a_filter_on_a_column_the_study_lacks_or_a_bad_bound_is_one_clear_error(db, capsys):
+    with pytest.raises(ResultsError, match="--min loss needs the 'loss' column"):
+        rows_of(db[1], "--min", "loss=1", prog="sweep-results")
+    with pytest.raises(SystemExit):
+        parse_args(["known", "--max", "params"], prog="sweep-results")
+    assert "'params': give COLUMN=NUMBER" in capsys.readouterr().err
+
+
+def test_the_generic_command_speaks_of_no_app_and_mnist_results_keeps_its_shortcuts(db, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], prog="sweep-results")
+    generic = capsys.readouterr().out
+    assert "--min COLUMN=VALUE" in generic and "--max-budget" in generic
+    assert "mnist" not in generic.replace("mnist-results", "") and "--acc" not in generic and "--max-params" not in generic
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], prog="mnist-results")
+    shortcuts = capsys.readouterr().out
+    assert "--min-acc" in shortcuts and "--acc {best_acc," in shortcuts and "--max-params" in shortcuts
+    with pytest.raises(SystemExit):
+        parse_args(["known", "--min-acc", "99"], prog="sweep-results")
+    assert "--min-acc is mnist-results' shortcut" in capsys.readouterr().err
 
 
 def test_csv_and_json_round_trip(db):
