@@ -183,9 +183,10 @@ class OptunaBudgetSweeper:
                 check_search_space(study, distributions, self.allow_search_space_change)
                 twin = same_start(study, self.sampler_cfg) if worker_index() is None else None
                 if twin is not None:
-                    log.warning("hydra.sweeper.sampler.seed=%s: study %r in this storage began with the same sampler, "
-                                "seed and search space, so this study's first (random) proposals repeat its first "
-                                "trials; give another seed for other points", self.sampler_cfg.get("seed"), twin)
+                    log.warning("hydra.sweeper.sampler.seed=%s: study %r in this storage began with this seed and "
+                                "search space and a sampler that starts as this one does (TPE, random, NSGA-II/III and "
+                                "GP all start from the same random points), so this study's first proposals repeat "
+                                "its first trials; give another seed for other points", self.sampler_cfg.get("seed"), twin)
                 # The seed moves on with the study, so a resumed or second invocation does not propose
                 # the first one's points again; a new study keeps the configured seed (reproducible).
                 offset = len(study.get_trials(deepcopy=False)) + (worker_index() or 0)

@@ -117,12 +117,16 @@ def check_sampler_needs(node: DictConfig) -> None:
 
 
 SAMPLER_START_ATTR = "sampler_start"  # "<sampler target>:<seed>" a study's first process began with
+# Samplers whose first proposals are RandomSampler(seed)'s (TPE's start-up trials, NSGA-II/III's first
+# generation, GP's start): under one seed they all begin with the same points (tests/test_sweeper_config.py)
+RANDOM_START = frozenset({"optuna.samplers.RandomSampler", "optuna.samplers.TPESampler", "sweeper.samplers.motpe",
+                          "optuna.samplers.NSGAIISampler", "optuna.samplers.NSGAIIISampler", "optuna.samplers.GPSampler"})
 
 
 def same_start(study: optuna.Study, node: DictConfig) -> Optional[str]:
-    """For a study with no trials yet, seeded: record the sampler and seed it begins with, and return the
-    name of another study in the storage that began with the same sampler and seed over the same search
-    space (its first, random proposals are this study's); None otherwise.
+    """For a study with no trials yet, seeded: record how it begins (the seed, and the sampler unless it is one
+    of RANDOM_START, which all begin alike), and return the name of another study in the storage that began
+    the same way over the same search space (its first, random proposals are this study's); None otherwise.
 
     Call after ``check_search_space``, which records the study's search space.
     """
@@ -130,7 +134,8 @@ def same_start(study: optuna.Study, node: DictConfig) -> Optional[str]:
     if seed is None or study.get_trials(deepcopy=False):
         return None
     storage, study_id = study._storage, study._study_id
-    start = f"{node.get('_target_')}:{seed}"
+    target = node.get("_target_")
+    start = f"random:{seed}" if target in RANDOM_START else f"{target}:{seed}"
     storage.set_study_system_attr(study_id, SAMPLER_START_ATTR, start)
     space = storage.get_study_system_attrs(study_id).get(SEARCH_SPACE_ATTR)
     for other in storage.get_all_studies():

@@ -88,13 +88,13 @@ def test_the_budget_excess_is_handed_to_optunas_constraint_aware_samplers(tmp_pa
 
 def test_a_new_study_repeating_another_studys_sampler_and_seed_says_so_in_the_sweep(tmp_path, capsys):
     assert toy_sweep(tmp_path, "first", "x=choice(1,2,3)", "hydra.sweeper.n_trials=1") == 0
-    assert "began with the same sampler" not in capsys.readouterr().out
+    assert "began with this seed and search space" not in capsys.readouterr().out
     assert toy_sweep(tmp_path, "second", "x=choice(1,2,3)", "hydra.sweeper.n_trials=1") == 0
-    said = [line for line in capsys.readouterr().out.splitlines() if "began with the same sampler" in line]
+    said = [line for line in capsys.readouterr().out.splitlines() if "began with this seed and search space" in line]
     assert len(said) == 1 and "hydra.sweeper.sampler.seed=1: study 'first' in this storage" in said[0]
     assert toy_sweep(tmp_path, "third", "x=choice(1,2,3)", "hydra.sweeper.n_trials=1",
                      "hydra.sweeper.sampler.seed=2") == 0
-    assert "began with the same sampler" not in capsys.readouterr().out
+    assert "began with this seed and search space" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("sampler, blocked, said", [

@@ -176,9 +176,16 @@ def test_a_new_study_that_would_repeat_another_studys_first_points_is_named():
     twin, points = begun("other_seed", other_seed)
     assert twin is None and points != begun("again", tpe)[1]
     assert begun("other_space", tpe, {**SPACE, "optim.lr": FloatDistribution(0.01, 0.2, step=0.01)})[0] is None
-    random = node("sampler", "random")
-    random.seed = 42
-    assert begun("other_sampler", random)[0] is None
+    for name in ("random", "nsgaii", "gp"):  # they start from RandomSampler(seed)'s points, as TPE does
+        other = node("sampler", name)
+        other.seed = 42
+        twin, points = begun(f"{name}_after_tpe", other)
+        assert twin == "first" and points == begun(f"tpe_before_{name}", tpe)[1], name  # named, and truly the same points
+    for name in ("cmaes", "qmc"):  # their own start: not named
+        other = node("sampler", name)
+        other.seed = 42
+        twin, points = begun(f"{name}_after_tpe", other)
+        assert twin is None and points != begun(f"tpe_beside_{name}", tpe)[1], name
     unseeded = tpe.copy()
     unseeded.seed = None
     assert begun("unseeded", unseeded)[0] is None
