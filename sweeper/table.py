@@ -22,6 +22,9 @@ from .repeats import (AGGREGATE_ATTR, AGGREGATES, CONTINUES_ATTR, RACED_OUT_ATTR
 from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, METRICS_ATTR, attr, trial_kind
 
 KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
+# The table's order of kinds: trials that trained in full (a raced one finished at least one repeat's every
+# step; its value is those repeats' aggregate) before those stopped part way (pruned: a step's report)
+RANKED = ("complete", "raced", "pruned", "rejected", "failed", "running", "waiting")
 
 # user attribute -> column, in the order shown, where any trial carries it
 METRIC_COLUMNS = {
@@ -122,14 +125,15 @@ def shown_values(t: FrozenTrial) -> Optional[List[float]]:
 
 
 def rank_key(study: optuna.Study):
-    """Complete trials first, best objective first; then each other kind, best shown objective first."""
+    """Complete trials first, best objective first; then raced, pruned and each other kind (RANKED), each best
+    shown objective first."""
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
 
     def key(t: FrozenTrial):
         kind = trial_kind(t)
         values = shown_values(t)
         first = sign * values[0] if values and values[0] is not None else float("inf")
-        return (KINDS.index(kind), first, t.number)
+        return (RANKED.index(kind), first, t.number)
 
     return key
 

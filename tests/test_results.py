@@ -537,6 +537,28 @@ def test_a_raced_trial_shows_its_repeats_aggregated_not_optunas_last_step_and_ra
         (1, "raced", 99.3, [99.3]), (0, "raced", 99.18, [99.36, 99.18])]
 
 
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_raced_trials_rank_after_complete_ones_and_before_pruned_ones_whatever_the_values(tmp_path, direction):
+    """A raced trial trained its finished repeats in full; a pruned one stopped part way: a step's value
+    is no rival to a full training's, in either direction."""
+    study = optuna.create_study(study_name="kinds", storage=f"sqlite:///{tmp_path}/sweeps.db", direction=direction)
+    space = {"lr": FloatDistribution(0.01, 0.3)}
+    best, worst = (0.1, 9.0) if direction == "minimize" else (9.0, 0.1)
+    pruned = study.ask(space)
+    pruned.report(best, 1)  # the best value of all, at step 1
+    study.tell(pruned, state=TrialState.PRUNED)
+    raced = study.ask(space)
+    raced.report(worst, 1)
+    for key, value in {"repeats_n": 3, "repeats_aggregate": "mean", "raced_out_after": 1, "repeat_values": [worst],
+                       "repeats_run": 1}.items():
+        raced.set_user_attr(key, value)
+    study.tell(raced, state=TrialState.PRUNED)
+    complete = study.ask(space)
+    study.tell(complete, 5.0)
+    rows = trial_rows(study)
+    assert [(r["rank"], r["trial"], r["state"]) for r in rows] == [(1, 2, "complete"), (2, 1, "raced"), (3, 0, "pruned")]
+
+
 @pytest.mark.parametrize("task_module, main_spec, main_file, expected", [
     ("my_pkg.app", None, None, {"module": "my_pkg.app", "script": None}),  # the app's module was imported
     ("__main__", "mnist_arch.train", None, {"module": "mnist_arch.train", "script": None}),  # python -m mnist_arch.train
