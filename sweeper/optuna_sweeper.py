@@ -68,6 +68,9 @@ from .trials import LAUNCHED_ATTR, budget_constraint, is_trained
 from .workers import start_workers, stop_workers, worker_index
 
 log = logging.getLogger(__name__)
+# How often a worker with nothing to claim looks again while others' trials run (the last ones of a sweep):
+# the sweep ends about this long after its last trial at most
+WAIT_POLL_SECONDS = 1.0
 
 
 
@@ -305,7 +308,7 @@ class OptunaBudgetSweeper:
             if claim.action == "done":
                 return
             if claim.action == "wait":  # others' trials still run: wait for them, or for them to go stale
-                time.sleep(min(self.heartbeat_interval, 5))
+                time.sleep(min(self.heartbeat_interval, WAIT_POLL_SECONDS))
                 continue
             if claim.action == "run":
                 streak = 0

@@ -86,6 +86,7 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     repeated, late = False, []
+    reported = not any(t.user_attrs.get("curve") for t in by_number.values())  # any app's per-step reports
     for i, r in enumerate(top):
         trial = by_number[r["trial"]]
         runs = trial_curves(trial)
@@ -98,12 +99,11 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
                     label=label if k == 0 else None)
     if target is not None:
         ax.axhline(target, color="tab:orange", linestyle="--", linewidth=1)
-    if late:
+    if late and not reported:  # accuracy: the first epochs' low start would squash the rest; any app's values all shown
         low, high = min(late + ([target] if target is not None else [])), max(late)
         margin = max(0.05, (high - low) * 0.1)
         ax.set_ylim(low - margin, high + margin)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    reported = not any(t.user_attrs.get("curve") for t in by_number.values())  # any app's per-step reports
     ax.set_xlabel("step" if reported else "epoch")
     ax.set_ylabel("reported value" if reported else "test accuracy (%)")
     each = "; a line per repeat" if repeated else ""
@@ -114,13 +114,27 @@ def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional
     _save(fig, path, written)
 
 
+def roomy_parallel(make):
+    """Optuna's parallel-coordinates plot, an inch and a half per axis and its title clear of the colour bar."""
+
+    def draw(study, **kwargs):
+        ax = make(study, **kwargs)
+        fig = ax.figure
+        n_axes = max(1, len(ax.get_xticks()))
+        fig.set_size_inches(max(6.4, 1.5 * n_axes + 2), 4.8)
+        ax.set_title(ax.get_title(), pad=16)
+        return ax
+
+    return draw
+
+
 def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, acc: str = "best_acc") -> List[Path]:
     from optuna.visualization import matplotlib as ovm
 
     out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     notes: List[str] = []
-    parallel = ovm.plot_parallel_coordinate
+    parallel = roomy_parallel(ovm.plot_parallel_coordinate)
     if len(study.directions) == 1:
         _optuna_plot(ovm.plot_optimization_history, study, out / "history.png", written, notes)
     else:  # several objectives: parallel coordinates of the first (the accuracy)

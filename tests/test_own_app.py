@@ -306,6 +306,26 @@ def test_plots_draw_any_apps_per_step_reports_and_say_what_they_skip(tmp_path, c
     assert "accuracy_vs_params.png: skipped" in capsys.readouterr().out
 
 
+def test_curves_of_any_app_show_every_step_and_parallel_coordinates_get_room(tmp_path, monkeypatch):
+    """x * step / 4 from step 1: the first steps' values are on the axes, not clipped as mnist_arch's low
+    first epochs are; the parallel-coordinates figure widens with its axes and its title stands clear."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    assert sweep(tmp_path, "x=choice(1,2,3)", "optimizer=choice(adam,sgd)", "model.width=choice(3,4)", "seed=choice(0,1)",
+                 "steps=4", "hydra.sweeper.n_trials=6") == 0
+    saved = {}
+    real_save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, path, **kw: (saved.__setitem__(Path(path).name, fig), real_save(fig, path, **kw))[1])
+    results(tmp_path, "--plots", str(tmp_path / "plots"))
+    low, high = saved["curves.png"].axes[0].get_ylim()
+    values = [v for t in trials(tmp_path) for v in t.intermediate_values.values()]
+    assert low < min(values) and high > max(values)  # every step's value, the first ones too
+    parallel = saved["parallel.png"]  # the objective and 4 hyperparameters: 5 axes
+    assert parallel.get_size_inches()[0] >= 9 and parallel.axes[0].get_title() == "Parallel Coordinate Plot"
+
+
 def test_plots_of_an_app_that_never_reports_say_the_curves_were_skipped(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert sweep(tmp_path, "x=choice(1,2)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2") == 0
