@@ -17,13 +17,30 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (real training, subprocesses)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    share_fixtures_on_one_worker(items)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def share_fixtures_on_one_worker(items):
+    """Under pytest-xdist (``-n N --dist loadgroup``, README): the tests that share a module- or
+    session-scoped fixture run on one worker, so each such fixture (a README example run once, a
+    PostgreSQL server) is built once, not once per worker."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        for name in item.fixturenames:
+            fixturedefs = defs.name2fixturedefs.get(name) if defs else None
+            ours = fixturedefs and fixturedefs[-1].func.__module__.split(".")[0] == __name__.split(".")[0]
+            if ours and fixturedefs[-1].scope in ("module", "session"):
+                group = item.module.__name__ if fixturedefs[-1].scope == "module" else name
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 @pytest.fixture(scope="session")
