@@ -27,6 +27,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .checkpoints import CHECKPOINT_ATTR, carried_over, record, remove, stopped_by_sweep, trial_folder
+from .interrupts import INTERRUPTED_ATTR
 from .repeats import REPEAT_VALUES_ATTR
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,35 @@ def what_carries_on(carried: Dict[str, Any]) -> str:
     if carried.get(CHECKPOINT_ATTR):
         parts.append(f"its checkpoint of step {carried[CHECKPOINT_ATTR]['step']}")
     return " and ".join(parts)
+
+
+def record_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Fail a RUNNING trial as interrupted (not its own failure) and queue its point to run again first,
+    with its checkpoint and finished repeats, where it was launched or carries something on.
+    False when it had finished, or another worker failed it, first."""
+    if not mark_failed(study, trial, "interrupted", {INTERRUPTED_ATTR: True}):
+        return False
+    requeue(study, trial, {"retry_of": trial.number},
+            only_if_carried=not (trial.user_attrs.get("launched") or "retry_of" in trial.user_attrs))
+    return True
+
+
+def settle_stopped_workers(study: optuna.Study, pids: List[int]) -> List[int]:
+    """After this sweep's worker processes ``pids`` were stopped and waited for: record interrupted any
+    trial still RUNNING under one of them, or asked for and never launched; returns their numbers.
+
+    A worker records its own trial when it is stopped; one that could not (killed at the end of
+    ``stop_workers``' wait, or cut short between its claim and its job) would otherwise leave its
+    trial RUNNING until a later invocation found its process gone. Call it under the claim lock only.
+    """
+    ours = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    settled = fail_unlaunched_trials(study, interrupted=True)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(HOST_PID_ATTR) in ours and record_interrupted(study, trial):
+            log.warning("trial %d: its worker (%s) ended without recording the interrupt; recorded now",
+                        trial.number, trial.user_attrs[HOST_PID_ATTR])
+            settled.append(trial.number)
+    return settled
 
 
 def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> List[int]:

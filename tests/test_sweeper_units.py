@@ -18,7 +18,9 @@ import sweeper.config  # noqa: F401  registers hydra/sweeper=optuna_budget (the 
 from sweeper.api import SweepTrial
 from sweeper.budget import BudgetGate
 from sweeper.claim import ClaimStep
-from sweeper.liveness import HEARTBEAT_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials
+from sweeper.liveness import (
+    HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, settle_stopped_workers,
+)
 from sweeper.reporter import TrialReporter
 from sweeper.samplers import FirstRepeatsPruner
 from sweeper.storage import has_password, masked, scrubbed
@@ -265,6 +267,26 @@ def test_only_unlaunched_running_trials_are_failed_as_never_launched():
     launched, orphan = running_trial(study), study.ask(SPACE)
     assert fail_unlaunched_trials(study) == [orphan.number]
     assert study.trials[launched.number].state == TrialState.RUNNING
+
+
+def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_launched_one_runs_again():
+    """After the sweep stopped its workers: the launched trial of worker 4242 and the one asked and never
+    launched are recorded interrupted (the launched one queued to run first); others' trials run on."""
+    import socket
+
+    study = optuna.create_study(direction="maximize")
+    mine, other, unlaunched = running_trial(study), running_trial(study), study.ask(SPACE)
+    mine.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:4242")
+    other.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:4243")  # another invocation's worker, alive or not
+    assert sorted(settle_stopped_workers(study, [4242, 17])) == [mine.number, unlaunched.number]
+    t = study.trials
+    assert [t[n].state for n in (mine.number, other.number, unlaunched.number)] == [
+        TrialState.FAIL, TrialState.RUNNING, TrialState.FAIL]
+    assert t[mine.number].user_attrs["error"] == "interrupted" and t[mine.number].user_attrs["interrupted"] is True
+    assert t[unlaunched.number].user_attrs["interrupted"] is True
+    queued = [q for q in t if q.state == TrialState.WAITING]  # the launched one only: the other never trained
+    assert [(q.user_attrs["retry_of"], q.system_attrs["fixed_params"]) for q in queued] == [(mine.number, t[mine.number].params)]
+    assert settle_stopped_workers(study, [4242]) == []  # recorded once
 
 
 # ------------------------------------------------------------------ masking
