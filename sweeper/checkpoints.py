@@ -234,7 +234,7 @@ def carried_over(trial: Any) -> Dict[str, Any]:
         carried[CHECKPOINT_ATTR] = rec
     if not carried:
         return {}
-    last = float("inf") if done else (rec["step"] if CHECKPOINT_ATTR in carried else 0)
+    last = float("inf") if done else rec["step"]  # nothing done: what it carries is its checkpoint
     carried[CONTINUES_ATTR] = trial.number
     carried[CARRIED_STEPS_ATTR] = [[int(s), float(v)] for s, v in sorted(trial.intermediate_values.items())
                                    if s <= last]

@@ -216,6 +216,44 @@ def test_what_a_queued_trial_carries():
     assert carried_over(frozen(4, {**done, CHECKPOINT_ATTR: ckpt}, steps)) == {}  # every repeat finished
 
 
+def test_what_a_queued_trial_carries_when_its_attributes_are_partial():
+    ckpt = {"id": "s/trial_4/step2_x.ckpt", "step": 2}  # a record without its repeat: the job's only one
+    steps = {1: 0.1, 2: 0.2, 3: 0.3}
+    assert carried_over(frozen(4, {CHECKPOINT_ATTR: ckpt}, steps))[CHECKPOINT_ATTR] == ckpt
+    # a value without a repeat count is the job's own, not a first repeat of several: nothing to carry
+    assert carried_over(frozen(4, {"repeat_values": [1.0], "repeat_seconds": [2.0]}, steps)) == {}
+
+
+def test_the_checkpoint_store_is_made_and_probed_at_the_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nested = tmp_path / "a" / "b"
+    checkpoints.check_store(str(nested))
+    checkpoints.check_store(str(nested))  # one that exists already is fine too
+    assert nested.is_dir() and list(nested.iterdir()) == []  # the write probe is gone
+    with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store='s3://' names no bucket"):
+        checkpoints.check_store("s3://")
+    assert list(tmp_path.iterdir()) == [tmp_path / "a"]  # an s3 URL is never a local folder
+    checkpoints.check_store({"_target_": "optuna.artifacts.FileSystemArtifactStore", "base_path": str(tmp_path)})
+    with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store cannot be made: "):
+        checkpoints.check_store({"_target_": "nowhere.Store"})
+
+
+def test_removing_what_is_gone_is_quiet_and_a_store_that_cannot_be_opened_is_one_warning(tmp_path, caplog):
+    where = str(tmp_path)
+    AtomicFileSystemArtifactStore(where).write("s/trial_1/a.ckpt", io.BytesIO(b"x"))
+    with caplog.at_level("WARNING", logger="sweeper.checkpoints"):
+        checkpoints.remove(where, {"id": "s/trial_1/gone.ckpt", "step": 1}, ["s/trial_1", "s/trial_9"])
+        assert not (tmp_path / "s" / "trial_1").exists() and caplog.records == []
+        checkpoints.remove({"_target_": "nowhere.Store"}, {"id": "s/trial_2/a.ckpt", "step": 1})
+        checkpoints.mark_stopped({"_target_": "nowhere.Store"}, "s", 3)
+    why = "hydra.sweeper.checkpoint.store cannot be made: Error locating target 'nowhere.Store'"
+    assert [r.getMessage().split(", set env var")[0] for r in caplog.records] == [
+        f"could not remove a checkpoint (s/trial_2/a.ckpt): {why}", f"could not note trial 3 as stopped by the sweep ({why}"]
+    assert caplog.records[1].getMessage().endswith("); retry_stale_trials=true runs it again")
+    checkpoints.mark_stopped(where, "s", 3)
+    assert checkpoints.stopped_by_sweep(where, "s", 3) and not checkpoints.stopped_by_sweep(where, "s", 4)
+
+
 def lost_trial(tmp_path: Path, retry: bool):
     """A RUNNING trial whose worker on this host is gone, with a checkpoint in the store."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
@@ -508,6 +546,7 @@ def test_a_refused_checkpoint_names_what_differs_and_what_does_not_fit():
     assert checkpoint.differences(saved, now) == "a (1 -> 0), b (2 -> 0), c (3 -> 0) and 3 more"
     assert checkpoint.differences({"gone": 1}, {"new": "x"}) == "gone (1 -> unset), new (unset -> 'x')"
     assert checkpoint.differences(saved, dict(saved)) == ""
+    assert checkpoint.differences({"a": 1, "b": 2, "c": 3}, {}) == "a (1 -> unset), b (2 -> unset), c (3 -> unset)"
     model, other = torch.nn.Linear(2, 3), torch.nn.Linear(3, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
@@ -533,4 +572,32 @@ def test_a_checkpoint_records_the_config_resolved_without_what_does_not_change_t
     assert recorded["epochs_again"] == 7  # interpolations resolved: the values trained with
     assert not any(k.startswith(("trainer.threads", "trainer.progress", "trainer.callbacks", "tracking")) for k in recorded)
     del recorded["epochs_again"]
+    with open_dict(cfg):
+        cfg.nothing = {}  # an empty group is a value too: removing it changes the config
+    assert checkpoint.run_config(cfg)["nothing"] == {}
     assert recorded == checkpoint.run_config(compose("trainer.epochs=7", "trainer.threads=1", "trainer.progress=false"))
+
+
+def test_a_file_that_is_not_this_trainers_checkpoint_is_refused_in_one_line(tmp_path):
+    import pickle
+
+    import torch
+
+    from mnist_arch import checkpoint
+    from tests.support import compose
+
+    cfg, path = compose(), tmp_path / "c.pt"
+    torch.save([1, 2], path)
+    with pytest.raises(checkpoint.CheckpointRefused, match=rf"^it is not a checkpoint of this trainer \(format 'list', "
+                                                           rf"expected {checkpoint.FORMAT}\)$"):
+        checkpoint.load(path, cfg, torch.device("cpu"))
+    torch.save({"format": 0}, path)
+    with pytest.raises(checkpoint.CheckpointRefused, match=r"\(format 0, expected"):
+        checkpoint.load(path, cfg, torch.device("cpu"))
+    path.write_bytes(pickle.dumps("x") * 3 + b"\n  two  spaces\n")
+    with pytest.raises(Exception) as raw:
+        torch.load(path, weights_only=False)
+    words = " ".join(str(raw.value).split())
+    with pytest.raises(checkpoint.CheckpointRefused) as refused:
+        checkpoint.load(path, cfg, torch.device("cpu"))
+    assert str(refused.value) == f"it cannot be read ({type(raw.value).__name__}: {words[:160]})"
