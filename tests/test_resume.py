@@ -601,3 +601,63 @@ def test_a_file_that_is_not_this_trainers_checkpoint_is_refused_in_one_line(tmp_
     with pytest.raises(checkpoint.CheckpointRefused) as refused:
         checkpoint.load(path, cfg, torch.device("cpu"))
     assert str(refused.value) == f"it cannot be read ({type(raw.value).__name__}: {words[:160]})"
+
+
+def test_the_checkpoint_api_moves_the_record_and_removes_what_it_replaces(tmp_path, caplog, monkeypatch):
+    """In-process, on a real SQLite study and file store: a job's saves, a repeat's view of another's
+    record, a resumed trial's first save removing the stopped trial's folder, a record the database
+    cannot take, and a file that went missing."""
+    from optuna.exceptions import StorageInternalError
+
+    from sweeper.api import SweepTrial
+    from sweeper.errors import squashed
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="api")
+    where = str(tmp_path / "ckpt")
+    store = AtomicFileSystemArtifactStore(where)
+    files = lambda: sorted(str(p.relative_to(where)) for p in Path(where).rglob("*") if p.is_file())
+    body = tmp_path / "state.bin"
+    body.write_bytes(b"state")
+
+    stopped = study.ask()  # the trial a stop left, and its last checkpoint
+    old = {"id": checkpoints.new_id(where, "api", stopped.number, 0, 3), "step": 3, "repeat": 0}
+    store.write(old["id"], io.BytesIO(b"old state"))
+    trial = study.ask()
+    trial.set_user_attr(CHECKPOINT_ATTR, old)
+    job = SweepTrial(study, trial.number, checkpoint_store=where)
+    assert job.checkpoint.step == 3 and job.checkpoint.load(tmp_path / "in.bin") == 3
+    assert (tmp_path / "in.bin").read_bytes() == b"old state" and not list(tmp_path.glob(".in.bin*"))
+    job.checkpoint.save(body, 4)  # the stopped trial's folder goes with its file
+    assert files() == [f"api/trial_{trial.number}/{Path(job.checkpoint._record['id']).name}"]
+    assert not (Path(where) / "api" / f"trial_{stopped.number}").exists()
+    first = files()
+    job.checkpoint.save(body, 5)  # the record moves on, the step 4 file goes, the trial's own folder stays
+    assert job.checkpoint.step == 5 and len(files()) == 1 and files() != first
+    assert study.trials[trial.number].user_attrs[CHECKPOINT_ATTR] == job.checkpoint._record
+
+    def away(*args):
+        raise StorageInternalError("the database is away")
+
+    monkeypatch.setattr(job._trial, "set_user_attr", away)
+    kept = files()
+    with caplog.at_level("WARNING", logger="sweeper.api"):
+        job.checkpoint.save(body, 6)  # the record cannot move: the new file is dropped, the step 5 one stays
+    assert files() == kept and job.checkpoint.step == 5
+    assert "(recording its checkpoint of step 6: the database is away); the job goes on" in caplog.text
+    monkeypatch.undo()
+
+    second = study.ask()  # the second repeat of a trial whose first repeat's record is still there
+    second.set_user_attr("repeat", 1)
+    second.set_user_attr(CHECKPOINT_ATTR, {**old, "id": "api/x.ckpt"})
+    assert SweepTrial(study, second.number, checkpoint_store=where).checkpoint.step is None
+
+    gone = study.ask()
+    gone.set_user_attr(CHECKPOINT_ATTR, {"id": f"api/trial_{gone.number}/missing.ckpt", "step": 2, "repeat": 0})
+    with pytest.raises(Exception) as why:
+        store.open_reader(f"api/trial_{gone.number}/missing.ckpt")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweeper.api"):
+        assert SweepTrial(study, gone.number, checkpoint_store=where).checkpoint.load(tmp_path / "in2.bin") is None
+    assert caplog.messages == [f"trial {gone.number}: its checkpoint of step 2 cannot be read ({type(why.value).__name__}: "
+                               f"{squashed(why.value, 160)}); starting from the first step"]
+    assert not list(tmp_path.glob("*in2.bin*"))
