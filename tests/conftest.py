@@ -2,6 +2,11 @@ import os
 
 import pytest
 
+# Before anything loads torch (mnist_arch sets the same where it is imported first), and for every
+# subprocess the tests start: on cores that other work also uses, torch's spinning OpenMP threads made
+# each training several times slower (mnist_arch/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def pytest_configure(config):
     """Under mutmut (``mutmut run``, docs/tests.md): while it records which tests reach which function

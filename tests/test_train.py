@@ -254,3 +254,22 @@ def test_each_seed_sees_its_own_batch_order_and_the_same_seed_the_same(monkeypat
         fit(compose(*SMALL, "trainer.epochs=1", f"seed={current.split()[0][4:]}"))
     assert seen["seed1"] != seen["seed2"]
     assert seen["seed1"] == seen["seed1 again"]
+
+
+@pytest.mark.parametrize("given, seen", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torch_threads_sleep_when_idle_unless_the_user_says_otherwise(given, seen):
+    """mnist_arch sets OMP_WAIT_POLICY before torch loads (spinning threads slowed a busy machine's
+    training several times over); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from .support import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    env["PYTHONPATH"] = str(REPO)
+    code = "import mnist_arch, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == [seen, "True"], out.stderr
