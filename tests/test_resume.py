@@ -234,6 +234,10 @@ def test_the_checkpoint_store_is_made_and_probed_at_the_start(tmp_path, monkeypa
         checkpoints.check_store("s3://")
     assert list(tmp_path.iterdir()) == [tmp_path / "a"]  # an s3 URL is never a local folder
     checkpoints.check_store({"_target_": "optuna.artifacts.FileSystemArtifactStore", "base_path": str(tmp_path)})
+    # as the sweep's header names it
+    assert checkpoints.shown(str(nested)) == str(nested)
+    assert checkpoints.shown({"_target_": "my.Store"}) == "my.Store (hydra.sweeper.checkpoint.store)"
+    assert checkpoints.shown({"base_path": "x"}) == "an artifact store (hydra.sweeper.checkpoint.store)"
     with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store cannot be made: "):
         checkpoints.check_store({"_target_": "nowhere.Store"})
 
@@ -650,6 +654,10 @@ def test_the_checkpoint_api_moves_the_record_and_removes_what_it_replaces(tmp_pa
     second.set_user_attr("repeat", 1)
     second.set_user_attr(CHECKPOINT_ATTR, {**old, "id": "api/x.ckpt"})
     assert SweepTrial(study, second.number, checkpoint_store=where).checkpoint.step is None
+
+    plain = study.ask()  # a record without its repeat is the first repeat's (or the job's only one)
+    plain.set_user_attr(CHECKPOINT_ATTR, {"id": "api/y.ckpt", "step": 7})
+    assert SweepTrial(study, plain.number, checkpoint_store=where).checkpoint.step == 7
 
     gone = study.ask()
     gone.set_user_attr(CHECKPOINT_ATTR, {"id": f"api/trial_{gone.number}/missing.ckpt", "step": 2, "repeat": 0})
