@@ -1,10 +1,12 @@
 """The worker processes of ``n_jobs``: the same command again, each a worker on the same study."""
 
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
+import time
 from typing import List, Optional
 
 WORKER_ENV = "MNIST_SWEEP_WORKER"  # set in the worker processes a sweep starts for n_jobs > 1
@@ -55,18 +57,27 @@ def _end_with_parent() -> None:
         pass
 
 
-def stop_workers(procs: List[subprocess.Popen], timeout: float = 60.0) -> List[int]:
-    """Ask the workers to stop (SIGTERM: each records its running trial as interrupted) and wait for them."""
-    for proc in procs:
-        if proc.poll() is None:
+def stop_workers(procs: List[subprocess.Popen], timeout: float = 60.0, every: float = 1.0) -> List[int]:
+    """Ask the workers to stop (SIGTERM: each records its running trial as interrupted) and wait for them.
+
+    The signal is sent again every ``every`` seconds to a worker still running: one that arrived
+    while the worker could not take it yet was seen lost (the worker then trained on until it was
+    killed). A worker already recording its interrupt ignores the repeats. Past ``timeout``: SIGKILL.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [proc for proc in procs if proc.poll() is None]
+        if not alive or time.monotonic() >= deadline:
+            break
+        for proc in alive:
             proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            alive[0].wait(timeout=min(every, max(0.0, deadline - time.monotonic())))
     codes = []
     for proc in procs:
-        try:
-            codes.append(proc.wait(timeout=timeout))
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            codes.append(proc.wait())
+        codes.append(proc.wait())
     return codes
 
 

@@ -457,3 +457,22 @@ def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice
         assert job.report(0.5, 1) is (choice != "none")  # far below every other trial's step 1
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_stopping_workers_sends_the_signal_again_to_one_that_could_not_take_it_yet():
+    """A worker that lets the first SIGTERM pass (its handler not yet in place) is stopped by the next
+    one, a second later, not killed after the minute's wait: it records its trial (exit 143)."""
+    import subprocess
+    import sys
+
+    from sweeper.workers import stop_workers
+
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(0.5)\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); time.sleep(60)\n")
+    late = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert late.stdout.readline() == "ready\n"
+    started = time.monotonic()
+    assert stop_workers([late, quick]) == [143, -15]
+    assert time.monotonic() - started < 30  # the minute's wait and the kill were not needed
