@@ -172,6 +172,8 @@ def test_checkpoints_go_beside_a_file_database_else_where_the_sweep_started(tmp_
     assert location("s3://bucket/runs", None) == "s3://bucket/runs"
     assert checkpoints.new_id("s3://bucket/runs/", "my study", 7, 1, 3).startswith("runs/my_study/trial_7/repeat1_step3_")
     assert checkpoints.new_id("/x", "s", 7, 0, 3).startswith("s/trial_7/repeat0_step3_")
+    assert checkpoints.new_id("s3://bucket/a/b/c", "s", 7, 0, 3).startswith("a/b/c/s/trial_7/")  # a nested prefix whole
+    assert checkpoints.new_id("s3://bucket", "s", 7, 0, 3).startswith("s/trial_7/")
 
 
 def test_a_write_cut_short_leaves_the_previous_file_whole_and_no_temporary_file(tmp_path):
