@@ -185,7 +185,9 @@ def settle_stopped_workers(study: optuna.Study, pids: List[int]) -> List[int]:
 
     A worker records its own trial when it is stopped; one that could not (killed at the end of
     ``stop_workers``' wait, or cut short between its claim and its job) would otherwise leave its
-    trial RUNNING until a later invocation found its process gone. Call it under the claim lock only.
+    trial RUNNING until a later invocation found its process gone. With no workers (``pids`` empty) it
+    records only what a claim cut short left: by this process's interrupt, inside the ask. Call it
+    under the claim lock only.
     """
     ours = {f"{socket.gethostname()}:{pid}" for pid in pids}
     settled = fail_unlaunched_trials(study, interrupted=True)

@@ -50,7 +50,7 @@ from .export import record_app_config
 from .interrupts import (
     INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible, interruptible_task,
 )
-from .liveness import LOST_WORKER_ATTR, fail_unlaunched_trials, record_interrupted, settle_stopped_workers, what_carries_on
+from .liveness import LOST_WORKER_ATTR, record_interrupted, settle_stopped_workers, what_carries_on
 from .locate import locate_callable
 from .repeats import Repeats
 from .samplers import check_sampler_needs, grid_size, make_pruner, make_sampler, same_start
@@ -276,12 +276,10 @@ class OptunaBudgetSweeper:
             for trial in {t._trial_id: t for t in (self._running, claimed) if t is not None}.values():
                 # its point runs again first, from its checkpoint and with its finished repeats
                 record_interrupted(study, study._storage.get_trial(trial._trial_id))
-            with claim_lock(self.storage_url):  # a claim cut short inside the ask left a trial it never saw
-                fail_unlaunched_trials(study, interrupted=True)
             stop_workers(workers)  # each records its own trial likewise
-            if workers:
-                with claim_lock(self.storage_url):  # and what one could not record, this process does
-                    settle_stopped_workers(study, [proc.pid for proc in workers])
+            # what a worker could not record, and a claim cut short inside the ask (a trial never seen)
+            with claim_lock(self.storage_url):
+                settle_stopped_workers(study, [proc.pid for proc in workers])
             if worker is None:
                 trials = study.get_trials(deepcopy=False)
                 kept = sum(is_trained(t) for t in trials)

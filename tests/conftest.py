@@ -40,10 +40,10 @@ def share_fixtures_on_one_worker(items):
     for item in items:
         defs = getattr(item, "_fixtureinfo", None)
         for name in item.fixturenames:
-            fixturedefs = defs.name2fixturedefs.get(name) if defs else None
-            ours = fixturedefs and fixturedefs[-1].func.__module__.split(".")[0] == __name__.split(".")[0]
-            if ours and fixturedefs[-1].scope in ("module", "session"):
-                group = item.module.__name__ if fixturedefs[-1].scope == "module" else name
+            fixturedef = (defs.name2fixturedefs.get(name) or [None])[-1] if defs else None
+            ours = fixturedef is not None and fixturedef.func.__module__.split(".")[0] == __name__.split(".")[0]
+            if ours and fixturedef.scope in ("module", "session"):
+                group = item.module.__name__ if fixturedef.scope == "module" else name
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
 
