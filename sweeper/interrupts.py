@@ -133,10 +133,20 @@ def interruptible(takes_sigint: bool = True) -> Iterator[None]:
         _noted.clear()  # acted on, or the sweep ended first: nothing outside a sweep raises for it
 
 
-def ignore_interrupts() -> None:
-    """From now on this process ignores SIGINT, SIGTERM and SIGHUP: it is recording an interrupt and exiting."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            signal.signal(signum, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            return
+@contextlib.contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Inside, the process ignores SIGINT, SIGTERM and SIGHUP: it is recording an interrupt and exiting,
+    which a second signal (Ctrl-C twice, SIGTERM after it) must not cut short. After, the handlers it had
+    come back: a program that ran the sweep in its own process keeps its Ctrl-C, and what it starts
+    later does not inherit SIGTERM ignored."""
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

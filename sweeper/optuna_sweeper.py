@@ -48,7 +48,7 @@ from .claim import ClaimStep
 from .errors import SweepError, one_line, squashed
 from .export import record_app_config
 from .interrupts import (
-    INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, ignore_interrupts, interruptible, interruptible_task,
+    INTERRUPTED_ATTR, Interrupted, check_interrupt, exit_code, interruptible, interrupts_ignored, interruptible_task,
 )
 from .liveness import LOST_WORKER_ATTR, record_interrupted, settle_stopped_workers, what_carries_on
 from .locate import locate_callable
@@ -268,28 +268,28 @@ class OptunaBudgetSweeper:
 
     def _interrupted(self, study: optuna.Study, workers: List[Any], worker: Optional[int], exc: BaseException) -> None:
         """Record the running trial as interrupted, stop the workers, say so in one line, exit 130 (SIGINT) or 143."""
-        ignore_interrupts()  # the rest is quick; a second signal (Ctrl-C twice, SIGTERM after it) must not cut it short
-        with contextlib.suppress(KeyboardInterrupt, Interrupted):
-            # the trial being run, or being claimed (asked, maybe marked launched, not yet running):
-            # whatever moment the signal struck, it is recorded interrupted, never left RUNNING
-            claimed = self._claim_step.open_trial if self._claim_step is not None else None
-            for trial in {t._trial_id: t for t in (self._running, claimed) if t is not None}.values():
-                # its point runs again first, from its checkpoint and with its finished repeats
-                record_interrupted(study, study._storage.get_trial(trial._trial_id))
-            stop_workers(workers)  # each records its own trial likewise
-            # what a worker could not record, and a claim cut short inside the ask (a trial never seen)
-            with claim_lock(self.storage_url):
-                settle_stopped_workers(study, [proc.pid for proc in workers])
-            if worker is None:
-                trials = study.get_trials(deepcopy=False)
-                kept = sum(is_trained(t) for t in trials)
-                queued = []
-                for t in trials:
-                    if t.state == TrialState.WAITING and "retry_of" in t.user_attrs:
-                        what = what_carries_on(t.user_attrs)
-                        queued.append(f", trial {t.user_attrs['retry_of']} queued to run again first"
-                                      f"{f' with {what}' if what else ''}")
-                sys.stderr.write(f"interrupted: {kept} trained trials kept{''.join(queued)}; the same command resumes\n")
+        with interrupts_ignored():  # the rest is quick; a second signal must not cut it short
+            with contextlib.suppress(KeyboardInterrupt, Interrupted):
+                # the trial being run, or being claimed (asked, maybe marked launched, not yet running):
+                # whatever moment the signal struck, it is recorded interrupted, never left RUNNING
+                claimed = self._claim_step.open_trial if self._claim_step is not None else None
+                for trial in {t._trial_id: t for t in (self._running, claimed) if t is not None}.values():
+                    # its point runs again first, from its checkpoint and with its finished repeats
+                    record_interrupted(study, study._storage.get_trial(trial._trial_id))
+                stop_workers(workers)  # each records its own trial likewise
+                # what a worker could not record, and a claim cut short inside the ask (a trial never seen)
+                with claim_lock(self.storage_url):
+                    settle_stopped_workers(study, [proc.pid for proc in workers])
+                if worker is None:
+                    trials = study.get_trials(deepcopy=False)
+                    kept = sum(is_trained(t) for t in trials)
+                    queued = []
+                    for t in trials:
+                        if t.state == TrialState.WAITING and "retry_of" in t.user_attrs:
+                            what = what_carries_on(t.user_attrs)
+                            queued.append(f", trial {t.user_attrs['retry_of']} queued to run again first"
+                                          f"{f' with {what}' if what else ''}")
+                    sys.stderr.write(f"interrupted: {kept} trained trials kept{''.join(queued)}; the same command resumes\n")
         sys.exit(exit_code(exc))
 
     def _work(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],

@@ -67,3 +67,20 @@ def postgres():
         pytest.skip(f"PostgreSQL could not start here: {exc}")
     yield server
     server.remove()
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_left_as_found():
+    """A sweep run in this process (an interrupt recorded, a job stopped) gives the process its signal
+    handlers back: an embedding program, and the subprocesses later tests start, inherit what it left
+    (a SIGTERM left ignored made a later test's child unkillable but by SIGKILL)."""
+    import signal
+
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {s: signal.getsignal(s) for s in watched}
+    yield
+    after = {s: signal.getsignal(s) for s in watched}
+    changed = {signal.Signals(s).name: after[s] for s in watched if after[s] is not before[s]}
+    for s in watched:
+        signal.signal(s, before[s])  # the next test starts as this one did, whatever happened
+    assert not changed, f"the test left signal handlers changed: {changed}"

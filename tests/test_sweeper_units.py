@@ -459,6 +459,32 @@ def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice
         HydraConfig.instance().cfg = None
 
 
+def test_recording_an_interrupt_ignores_a_second_signal_then_gives_the_handlers_back():
+    """While an interrupt is recorded a second Ctrl-C or SIGTERM does nothing; after it the process has its
+    own handlers again (a program that ran the sweep in-process keeps Ctrl-C; its later children can be
+    stopped by SIGTERM)."""
+    import signal
+
+    from sweeper.interrupts import interrupts_ignored
+
+    def mine(signum, frame):
+        raise AssertionError("not while the interrupt is recorded")
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(SystemExit):
+            with interrupts_ignored():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # delivered and dropped: nothing raised here
+                assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+                raise SystemExit(143)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_stopping_workers_sends_the_signal_again_to_one_that_could_not_take_it_yet():
     """A worker that lets the first SIGTERM pass (its handler not yet in place) is stopped by the next
     one, a second later, not killed after the minute's wait: it records its trial (exit 143)."""
