@@ -66,6 +66,7 @@ class SweepTrial:
         frozen = self._read()
         self._attrs_at_start = frozen.user_attrs
         self._reported = set(frozen.intermediate_values)  # carried from a stopped trial, or before a requeue
+        self._unreported: Dict[int, float] = {}  # reports the database was away for: sent with the next one
         self.repeat = int(self._attrs_at_start.get("repeat", 0))  # which repeat of the trial this job runs
         self._checkpoint_store = checkpoint_store  # where checkpoints go (checkpoints.location)
         self._checkpoint: Optional[TrialCheckpoint] = None
@@ -130,6 +131,11 @@ class SweepTrial:
         from .trials import PRUNED_AT_ATTR
 
         def decide() -> bool:
+            for earlier, kept in sorted(self._unreported.items()):  # the database is back: the curve has no gap
+                if earlier not in self._reported:
+                    self._trial.report(kept, earlier)
+                    self._reported.add(earlier)
+                del self._unreported[earlier]
             if int(step) in self._reported:
                 return False  # carried from the stopped trial this one resumes, or reported before a requeue
             self._trial.report(float(value), int(step))
@@ -139,7 +145,10 @@ class SweepTrial:
             self._trial.set_user_attr(PRUNED_AT_ATTR, int(step))
             return True
 
-        return bool(self._guarded(decide, f"reporting step {step}", default=False))
+        decided = self._guarded(decide, f"reporting step {step}")
+        if decided is None and int(step) not in self._reported:  # kept for the next report, or a checkpoint's note
+            self._unreported[int(step)] = float(value)
+        return bool(decided)
 
     def _guarded(self, fn, what: str, default=None):
         from optuna.exceptions import StorageInternalError
@@ -166,6 +175,7 @@ class TrialCheckpoint:
         self._trial, self.where, self._study_name = trial, where, study_name
         rec = record(attrs)
         self._record = rec if rec is not None and int(rec.get("repeat", 0)) == trial.repeat else None
+        self._unrecorded: Optional[Dict[str, Any]] = None  # saved while the database was away (``save``)
         self._store = None
 
     @property
@@ -205,10 +215,11 @@ class TrialCheckpoint:
         """Keep the file at ``path`` as this trial's checkpoint at ``step``; the one it replaces is removed.
 
         Written whole before the trial's record names it: a kill during the write leaves the
-        previous checkpoint in force. While the database is away the record cannot move, and the
-        new file is dropped (the job goes on; a resume then starts from the previous checkpoint).
+        previous checkpoint in force. While the database is away the record cannot move: the file
+        stays, named by a note beside it with the reports the database did not take
+        (``checkpoints.note_unrecorded``), and a sweep stopped by the outage resumes from it.
         """
-        from .checkpoints import CHECKPOINT_ATTR, new_id, remove, trial_folder
+        from .checkpoints import CHECKPOINT_ATTR, clear_unrecorded, new_id, note_unrecorded, remove, trial_folder
 
         trial = self._trial
         rec = {"id": new_id(self.where, self._study_name, trial.number, trial.repeat, int(step)), "step": int(step),
@@ -217,8 +228,15 @@ class TrialCheckpoint:
             self._opened().write(rec["id"], body)
         if not trial._guarded(lambda: trial._trial.set_user_attr(CHECKPOINT_ATTR, rec) or True,
                               f"recording its checkpoint of step {step}", default=False):
-            remove(self.where, rec)
+            reports = [[s, v] for s, v in sorted(trial._unreported.items()) if s <= int(step)]
+            if note_unrecorded(self.where, self._study_name, trial.number, {**rec, "reports": reports}):
+                rec, self._unrecorded = self._unrecorded, rec
+            remove(self.where, rec)  # the one it replaces (or, with no note, this one)
             return
+        if self._unrecorded is not None:
+            clear_unrecorded(self.where, self._study_name, trial.number)
+            remove(self.where, self._unrecorded)
+            self._unrecorded = None
         old, self._record = self._record, rec
         if old is not None and old["id"] != rec["id"]:
             own = trial_folder(self.where, self._study_name, trial.number)

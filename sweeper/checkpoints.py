@@ -19,6 +19,9 @@ leaves a half-written file that is loaded.
 A sweep stopped by a database outage cannot record its running trial; it leaves a note beside the
 trial's checkpoints instead (``mark_stopped``), and the next invocation, finding the trial RUNNING
 with its worker gone, queues it again as it would an interrupted one (without ``retry_stale_trials``).
+The checkpoints its job saved while the database was away are not lost: the latest is named by a
+note beside them (``note_unrecorded``, with the reports the database did not take), and the trial
+queued again goes on from it.
 
 Disk stays bounded: a save removes the checkpoint it replaces, and a finished trial's are
 removed (``checkpoint.keep_best``: the best trial's last one is kept, listed on the study).
@@ -216,12 +219,52 @@ def stopped_by_sweep(where: Any, study_name: str, number: int) -> bool:
         return False
 
 
-def carried_over(trial: Any) -> Dict[str, Any]:
+UNRECORDED_NOTE = "unrecorded.json"  # beside a trial's checkpoints: its latest one, saved while the database was away
+
+
+def note_unrecorded(where: Any, study_name: str, number: int, rec: Dict[str, Any]) -> bool:
+    """Name in the store the checkpoint a job saved while the database was away (``rec``: its record and
+    ``reports``, the per-step reports the database did not take up to its step). False when it cannot be
+    written; never raises."""
+    import io
+    import json
+
+    try:
+        open_store(where).write(f"{trial_folder(where, study_name, number)}/{UNRECORDED_NOTE}",
+                                io.BytesIO(json.dumps(rec).encode()))
+        return True
+    except Exception as exc:
+        log.warning("trial %d: could not note its checkpoint of step %s (%s)", number, rec.get("step"), exc)
+        return False
+
+
+def unrecorded(where: Any, study_name: str, number: int) -> Optional[Dict[str, Any]]:
+    """``note_unrecorded``'s note for this trial, if the store holds a usable one."""
+    import json
+
+    try:
+        with open_store(where).open_reader(f"{trial_folder(where, study_name, number)}/{UNRECORDED_NOTE}") as reader:
+            rec = json.loads(reader.read())
+    except Exception:
+        return None
+    ok = record({CHECKPOINT_ATTR: rec}) is not None and isinstance(rec.get("reports"), list)
+    return rec if ok else None
+
+
+def clear_unrecorded(where: Any, study_name: str, number: int) -> None:
+    """Remove the note: the database took a later checkpoint. Never raises."""
+    with contextlib.suppress(Exception):
+        open_store(where).remove(f"{trial_folder(where, study_name, number)}/{UNRECORDED_NOTE}")
+
+
+def carried_over(trial: Any, noted: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What a trial queued again after an interrupt or a lost worker carries: its finished repeats, its
     checkpoint, and the per-step reports the resumed job will not report again.
 
     Reports carried: all of the first repeat's once it finished, else those up to the checkpoint's
-    step (none without one: the job starts again from its first step).
+    step (none without one: the job starts again from its first step). ``noted``: the store's note of a
+    checkpoint saved while the database was away (``unrecorded``), carried, with its reports, where it is
+    the later one.
     """
     attrs = trial.user_attrs
     done = len(attrs.get(REPEAT_VALUES_ATTR) or [])
@@ -230,12 +273,17 @@ def carried_over(trial: Any) -> Dict[str, Any]:
     if 0 < done < n:
         carried.update({key: attrs[key] for key in CARRIED if key in attrs})
     rec = record(attrs)
-    if rec is not None and int(rec.get("repeat", 0)) == done:
+    if rec is not None and int(rec.get("repeat", 0)) != done:
+        rec = None
+    reports = dict(trial.intermediate_values)
+    if noted is not None and int(noted.get("repeat", 0)) == done and (rec is None or noted["step"] > rec["step"]):
+        rec = {key: noted[key] for key in ("id", "step", "repeat")}  # saved while the database was away
+        reports.update({int(s): float(v) for s, v in noted["reports"]})
+    if rec is not None:
         carried[CHECKPOINT_ATTR] = rec
     if not carried:
         return {}
     last = float("inf") if done else rec["step"]  # nothing done: what it carries is its checkpoint
     carried[CONTINUES_ATTR] = trial.number
-    carried[CARRIED_STEPS_ATTR] = [[int(s), float(v)] for s, v in sorted(trial.intermediate_values.items())
-                                   if s <= last]
+    carried[CARRIED_STEPS_ATTR] = [[int(s), float(v)] for s, v in sorted(reports.items()) if s <= last]
     return carried

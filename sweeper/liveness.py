@@ -26,7 +26,9 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .checkpoints import CHECKPOINT_ATTR, carried_over, record, remove, stopped_by_sweep, trial_folder
+from .checkpoints import (
+    CHECKPOINT_ATTR, carried_over, record, remove, stopped_by_sweep, trial_folder, unrecorded,
+)
 from .interrupts import INTERRUPTED_ATTR
 from .repeats import REPEAT_VALUES_ATTR
 
@@ -136,7 +138,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
         log.warning("trial %d: %s; marked failed", trial.number,
                     error if alive is False or stopped else f"no heartbeat for {silent:.0f}s")
         if (retry or stopped) and trial.user_attrs.get("launched"):
-            carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}))
+            carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}, checkpoints=checkpoints))
             log.info("trial %d re-queued with the same parameters%s", trial.number, f" and {carried}" if carried else "")
         elif checkpoints is not None:  # not run again: its checkpoint would only take disk
             remove(checkpoints, record(trial.user_attrs), [trial_folder(checkpoints, study.study_name, trial.number)])
@@ -144,13 +146,15 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: Optional[Dict[str, Any]] = None,
-            only_if_carried: bool = False) -> Optional[Dict[str, Any]]:
+            only_if_carried: bool = False, checkpoints: Any = None) -> Optional[Dict[str, Any]]:
     """Queue a failed trial's point again, with ``attrs``, its finished repeats and its checkpoint, so the
-    resume runs only the repeats left, the stopped one from its checkpoint (``checkpoints.carried_over``).
+    resume runs only the repeats left, the stopped one from its checkpoint (``checkpoints.carried_over``;
+    given the store, ``checkpoints``, a later one its job saved while the database was away).
 
     Returns what the queued trial carries ({} for its point alone), or None when nothing was queued
     (``only_if_carried`` and it carries nothing)."""
-    carried = carried_over(study._storage.get_trial(trial._trial_id))
+    noted = unrecorded(checkpoints, study.study_name, trial.number) if checkpoints is not None else None
+    carried = carried_over(study._storage.get_trial(trial._trial_id), noted)
     if not carried and only_if_carried:
         return None
     study.enqueue_trial(dict(trial.params), user_attrs={**(attrs or {}), **carried}, skip_if_exists=False)

@@ -291,6 +291,13 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}"}.items():
         trial.set_user_attr(key, value)
+    trial.report(0.1, 1)
+    trial.report(0.2, 2)
+    trial.set_user_attr(CHECKPOINT_ATTR, {"id": checkpoints.new_id(where, "lost", trial.number, 0, 2), "step": 2,
+                                          "repeat": 0})
+    # what its job saved after the database went away: a later checkpoint, and the reports not taken
+    later = {"id": checkpoints.new_id(where, "lost", trial.number, 0, 4), "step": 4, "repeat": 0}
+    assert checkpoints.note_unrecorded(where, "lost", trial.number, {**later, "reports": [[3, 0.3], [4, 0.4]]})
     checkpoints.mark_stopped(where, "lost", trial.number)  # what the stopping sweep leaves, the database away
     assert checkpoints.stopped_by_sweep(where, "lost", trial.number)
     assert not checkpoints.stopped_by_sweep(where, "lost", trial.number + 1)
@@ -299,6 +306,29 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
     assert stopped.user_attrs["error"] == "stopped by its sweep while the database was away"
     assert stopped.user_attrs["interrupted"] is True and "lost_worker" not in stopped.user_attrs
     assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == 0
+    assert queued.user_attrs[CHECKPOINT_ATTR] == later  # not the step 2 one the database last took
+    assert queued.user_attrs["carried_steps"] == [[1, 0.1], [2, 0.2], [3, 0.3], [4, 0.4]]
+
+
+def test_a_noted_checkpoint_is_carried_only_where_it_is_later_and_of_the_repeat_that_runs_next():
+    from types import SimpleNamespace
+
+    def stopped(attrs, steps):
+        return SimpleNamespace(user_attrs=attrs, intermediate_values=steps, number=5)
+
+    rec = {"id": "s/trial_5/a.ckpt", "step": 3, "repeat": 0}
+    noted = lambda step, repeat=0: {"id": "s/trial_5/b.ckpt", "step": step, "repeat": repeat, "reports": [[step, 0.9]]}
+    base = {CHECKPOINT_ATTR: rec}
+    assert checkpoints.carried_over(stopped(base, {1: 0.1}), noted(4))[CHECKPOINT_ATTR]["id"] == "s/trial_5/b.ckpt"
+    assert checkpoints.carried_over(stopped(base, {1: 0.1}), noted(4))["carried_steps"] == [[1, 0.1], [4, 0.9]]
+    for older in (noted(3), noted(2), noted(4, repeat=1)):  # not later, or another repeat's: the record stands
+        carried = checkpoints.carried_over(stopped(base, {1: 0.1, 3: 0.3}), older)
+        assert carried[CHECKPOINT_ATTR] == rec and carried["carried_steps"] == [[1, 0.1], [3, 0.3]]
+    alone = checkpoints.carried_over(stopped({}, {}), noted(2))  # no record the database took: the note alone
+    assert alone[CHECKPOINT_ATTR] == {"id": "s/trial_5/b.ckpt", "step": 2, "repeat": 0}
+    assert alone["continues"] == 5 and alone["carried_steps"] == [[2, 0.9]]
+    second = {CHECKPOINT_ATTR: rec, "repeat_values": [0.5], "repeats_n": 3}  # the second repeat runs next
+    assert checkpoints.carried_over(stopped(second, {}), noted(4, repeat=1))[CHECKPOINT_ATTR]["repeat"] == 1
 
 
 def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):
@@ -509,11 +539,12 @@ def test_a_sweep_stopped_by_a_database_outage_resumes_its_trial_from_its_checkpo
     (tmp_path / "sweeps.db.away").rename(tmp_path / "sweeps.db")
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "trial 0 re-queued with the same parameters and its checkpoint of step 3" in again.stdout + again.stderr
+    # steps 4-6 ran in the outage: their checkpoints and reports were kept beside the database, not lost
+    assert "trial 0 re-queued with the same parameters and its checkpoint of step 6" in again.stdout + again.stderr
     lost, resumed = trials(tmp_path, "outage")
     assert lost.user_attrs["error"] == "stopped by its sweep while the database was away"
     assert resumed.state == TrialState.COMPLETE and resumed.value == 3.0
-    assert resumed.user_attrs["steps_ran"] == [4, 5, 6]  # steps 4-6 ran in the outage, unrecorded: run again
+    assert "steps_ran" not in resumed.user_attrs  # nothing trained again
     assert resumed.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
     assert stored(tmp_path) == []
 
@@ -644,13 +675,28 @@ def test_the_checkpoint_api_moves_the_record_and_removes_what_it_replaces(tmp_pa
     def away(*args):
         raise StorageInternalError("the database is away")
 
+    recorded = files()
+    folder = f"api/trial_{trial.number}"
+    note = Path(where) / folder / checkpoints.UNRECORDED_NOTE
     monkeypatch.setattr(job._trial, "set_user_attr", away)
-    kept = files()
+    monkeypatch.setattr(job._trial, "report", away)
     with caplog.at_level("WARNING", logger="sweeper.api"):
-        job.checkpoint.save(body, 6)  # the record cannot move: the new file is dropped, the step 5 one stays
-    assert files() == kept and job.checkpoint.step == 5
+        assert job.report(0.6, 6) is False  # the database is away: kept for the note and the next report
+        job.checkpoint.save(body, 6)  # the record cannot move: the step 5 file stays, a note names the new one
+        assert job.report(0.7, 7) is False
+        job.checkpoint.save(body, 7)  # the note moves on, the step 6 file goes
+    assert job.checkpoint.step == 5 and study.trials[trial.number].user_attrs[CHECKPOINT_ATTR]["step"] == 5
+    noted = json.loads(note.read_text())
+    assert noted["step"] == 7 and noted["repeat"] == 0 and noted["reports"] == [[6, 0.6], [7, 0.7]]
+    assert files() == sorted([*recorded, f"{folder}/{Path(noted['id']).name}", f"{folder}/{checkpoints.UNRECORDED_NOTE}"])
+    assert checkpoints.unrecorded(where, "api", trial.number) == noted
     assert "(recording its checkpoint of step 6: the database is away); the job goes on" in caplog.text
     monkeypatch.undo()
+    assert job.report(0.8, 8) is False  # the database is back: the reports it missed go first, in order
+    assert study.trials[trial.number].intermediate_values == {6: 0.6, 7: 0.7, 8: 0.8}
+    job.checkpoint.save(body, 8)  # recorded: the note, its file and the step 5 file go
+    assert job.checkpoint.step == 8 and len(files()) == 1 and not note.exists()
+    assert checkpoints.unrecorded(where, "api", trial.number) is None
 
     second = study.ask()  # the second repeat of a trial whose first repeat's record is still there
     second.set_user_attr("repeat", 1)

@@ -53,10 +53,12 @@ def main(cfg: DictConfig):
     state_file = Path(HydraConfig.get().runtime.output_dir) / "state.json" if cfg.checkpoint else None
     if state_file is not None and trial is not None and trial.checkpoint.load(state_file) is not None:
         first = json.loads(state_file.read_text())["step"] + 1
+    ran = list(trial.user_attrs.get("steps_ran", [])) if trial is not None else []  # read once: it may go away
     for step in range(first, cfg.steps + 1):
         time.sleep(cfg.sleep / cfg.steps)
+        ran.append(step)
         if trial is not None:
-            trial.set_user_attr("steps_ran", [*trial.user_attrs.get("steps_ran", []), step])
+            trial.set_user_attr("steps_ran", ran)
         if trial is not None and trial.report(cfg.x * step / cfg.steps, step, last=step == cfg.steps):
             return float("nan")  # pruned: the sweeper records PRUNED whatever is returned
         if state_file is not None and trial is not None:
