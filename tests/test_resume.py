@@ -140,6 +140,28 @@ def test_keep_best_keeps_only_the_best_trials_last_checkpoint_and_lists_it(tmp_p
     assert json.loads(path.read_text()) == {"step": 6, "value": 3.0}
 
 
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_an_outage_that_ends_before_the_trial_does_leaves_no_checkpoint_or_note(tmp_path, keep_best):
+    """Steps 4-5 saved while the database was away (a note names the latest), step 6 recorded again or,
+    the outage lasting to the job's end, still noted: a finished trial leaves only what keep_best keeps."""
+    for restored_after in (5, 6):
+        study = f"back{restored_after}"
+        assert sweep(tmp_path, "x=choice(3)", "hydra.sweeper.n_trials=1", "break_database_after_step=3",
+                     f"restore_database_after_step={restored_after}", f"hydra.sweeper.checkpoint.keep_best={keep_best}",
+                     study=study) == 0
+        (done,) = trials(tmp_path, study)
+        assert done.state == TrialState.COMPLETE and done.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
+        left = [p for p in stored(tmp_path) if f"/{study}/" in p]
+        if keep_best:  # its last checkpoint alone, the one saved while the database was away included
+            study_ = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/sweeps.db")
+            kept = study_._storage.get_study_system_attrs(study_._study_id)[checkpoints.KEPT_ATTR][str(done.number)]
+            assert kept["step"] == 6 and left == [f"sweeps.checkpoints/{kept['id']}"]
+            assert json.loads((tmp_path / "sweeps.checkpoints" / kept["id"]).read_text())["step"] == 6
+            assert done.user_attrs[CHECKPOINT_ATTR]["step"] == (6 if restored_after == 5 else 3)
+        else:
+            assert left == []
+
+
 def test_a_job_that_never_checkpoints_leaves_nothing_and_is_queued_with_its_point_alone(tmp_path, capsys):
     assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "checkpoint=false", "stop_after_step=3") == 130
     assert capsys.readouterr().err.endswith("trial 0 queued to run again first; the same command resumes\n")

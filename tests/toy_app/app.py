@@ -13,7 +13,7 @@ the pruner says so. With ``checkpoint=true`` it saves ``{step, value}`` after ea
 the job after step ``k``'s checkpoint, as Ctrl-C or ``kill`` would (only the job whose seed is
 ``stop_on_seed``, where set); ``hang_after_step=k`` sleeps an hour after step ``k``'s checkpoint (a long step under
 way, for a kill from outside); ``break_database_after_step=k`` moves the sweep's SQLite file away after
-step ``k``'s checkpoint, as an outage would. Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
+step ``k``'s checkpoint, as an outage would (``restore_database_after_step=j`` puts it back after step ``j``'s). Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
 
@@ -43,6 +43,19 @@ def break_database(cfg: DictConfig) -> None:
         study._storage._backend.engine.dispose()
 
 
+def restore_database(cfg: DictConfig) -> None:
+    """Put back what ``break_database`` moved aside: the outage is over."""
+    from sweeper.storage import local_file
+
+    path = local_file(HydraConfig.get().sweeper.storage)
+    from sweeper.api import ACTIVE_STUDIES
+
+    path.rmdir()
+    path.with_name(path.name + ".away").rename(path)
+    for study in ACTIVE_STUDIES.values():  # connections opened on the folder in its place go
+        study._storage._backend.engine.dispose()
+
+
 @hydra.main(config_path="conf", config_name="toy", version_base="1.3")
 def main(cfg: DictConfig):
     trial = current_trial()
@@ -68,6 +81,8 @@ def main(cfg: DictConfig):
             time.sleep(3600)  # a long step under way: the test kills the job here
         if step == cfg.break_database_after_step:  # the database goes away under the running sweep
             break_database(cfg)
+        if step == cfg.restore_database_after_step:
+            restore_database(cfg)
         if step == cfg.stop_after_step and cfg.stop_on_seed in (None, cfg.seed):
             os.kill(os.getpid(), getattr(signal, cfg.stop_signal))
             time.sleep(30)  # the handler acts at the next bytecode; this sleep is never finished
