@@ -147,8 +147,30 @@ def check_store(where: Any) -> None:
         except OSError as exc:
             raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store: {where} cannot be written "
                                        f"({exc.strerror or exc})") from None
+    elif isinstance(where, str):  # s3: a bucket that exists, with credentials that may write to it
+        import io
+
+        from .errors import one_line
+
+        store = open_store(where)
+        probe = f"{_prefix(where)}.probe-{uuid.uuid4().hex[:8]}"
+        try:
+            store.write(probe, io.BytesIO(b""))
+            store.remove(probe)
+        except Exception as exc:
+            raise CheckpointStoreError(f"hydra.sweeper.checkpoint.store: {where} cannot be written "
+                                       f"({type(exc).__name__}: {one_line(exc)})") from None
     else:
         open_store(where)
+
+
+def _remove_s3_folder(store: Any, folder: str) -> None:
+    """Remove every object under ``folder/`` of an S3 store's bucket (a trial's checkpoints and notes)."""
+    pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=folder.rstrip("/") + "/")
+    for page in pages:
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys})
 
 
 def _prefix(where: Any) -> str:
@@ -188,9 +210,11 @@ def remove(where: Any, rec: Optional[Dict[str, Any]], folders=()) -> None:
         if rec is not None:
             with contextlib.suppress(Exception):
                 store.remove(rec["id"])
-        if isinstance(store, AtomicFileSystemArtifactStore):
-            for folder in folders:
+        for folder in folders:
+            if isinstance(store, AtomicFileSystemArtifactStore):
                 store.remove_folder(folder)
+            elif isinstance(where, str) and where.startswith(S3_PREFIX):
+                _remove_s3_folder(store, folder)
     except Exception as exc:  # a checkpoint left behind costs disk, not results
         log.warning("could not remove a checkpoint (%s): %s", rec and rec.get("id"), exc)
 

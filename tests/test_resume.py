@@ -162,6 +162,68 @@ def test_an_outage_that_ends_before_the_trial_does_leaves_no_checkpoint_or_note(
             assert left == []
 
 
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A bucket on a local S3 server (moto's, spoken to over HTTP by boto3 as a real one would be); the
+    sweep finds it through the standard AWS environment variables."""
+    boto3 = pytest.importorskip("boto3")
+    server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "sweep",
+                       "AWS_SECRET_ACCESS_KEY": "sweep", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="runs")
+    yield client
+    server.stop()
+
+
+def test_an_s3_store_resumes_a_stopped_trial_and_leaves_nothing_in_the_bucket(tmp_path, s3_bucket):
+    keys = lambda: sorted(o["Key"] for o in s3_bucket.list_objects_v2(Bucket="runs").get("Contents", []))
+    store = ["hydra.sweeper.checkpoint.store=s3://runs/team/a", "x=choice(4)", "hydra.sweeper.n_trials=1"]
+    assert sweep(tmp_path, *store, "stop_after_step=3") == 130
+    stopped, queued = trials(tmp_path)
+    rec = stopped.user_attrs[CHECKPOINT_ATTR]
+    assert rec["step"] == 3 and rec["id"].startswith("team/a/resume/trial_0/") and keys() == [rec["id"]]
+    assert queued.user_attrs[CHECKPOINT_ATTR] == rec
+    assert sweep(tmp_path, *store) == 0
+    _, resumed = trials(tmp_path)
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["steps_ran"] == [4, 5, 6]
+    assert resumed.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}
+    assert keys() == [] and not (tmp_path / "sweeps.checkpoints").exists()  # nothing beside the database either
+
+
+@pytest.mark.slow
+def test_an_s3_store_stopped_by_an_outage_resumes_from_the_checkpoint_saved_in_it(tmp_path, s3_bucket):
+    """The stop mark and the note of what was saved while the database was away live in the bucket too."""
+    from .support import run_cli
+
+    args = ["tests.toy_app.app", "-m", "x=choice(3)", f"hydra.sweeper.storage=sqlite:///{tmp_path}/sweeps.db",
+            "hydra.sweeper.study_name=outage", f"hydra.sweep.dir={tmp_path}/sweep", "hydra/sweeper/pruner=none",
+            "steps=6", "checkpoint=true", "hydra.sweeper.n_trials=1", "hydra.sweeper.storage_patience=2",
+            "hydra.sweeper.checkpoint.store=s3://runs"]
+    stopped = run_cli([*args, "break_database_after_step=3"], cwd=tmp_path)
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    names = sorted(o["Key"].rsplit("/", 1)[1] for o in s3_bucket.list_objects_v2(Bucket="runs")["Contents"])
+    assert names[-2:] == [checkpoints.STOPPED_MARK, checkpoints.UNRECORDED_NOTE] and len(names) == 4  # steps 3, 6
+    (tmp_path / "sweeps.db").rmdir()
+    (tmp_path / "sweeps.db.away").rename(tmp_path / "sweeps.db")
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "its checkpoint of step 6" in again.stdout + again.stderr, again.stderr[-2000:]
+    _, resumed = trials(tmp_path, "outage")
+    assert resumed.state == TrialState.COMPLETE and resumed.intermediate_values == {s: s / 2 for s in range(1, 7)}
+    assert "Contents" not in s3_bucket.list_objects_v2(Bucket="runs")
+
+
+def test_an_s3_bucket_that_cannot_be_written_is_one_line_before_any_trial(tmp_path, capsys, s3_bucket):
+    assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.checkpoint.store=s3://no-such-bucket/x") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: hydra.sweeper.checkpoint.store: s3://no-such-bucket/x cannot be written "
+                          "(NoSuchBucket: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "sweeps.db").exists() or trials(tmp_path) == []
+
+
 def test_a_job_that_never_checkpoints_leaves_nothing_and_is_queued_with_its_point_alone(tmp_path, capsys):
     assert sweep(tmp_path, "x=choice(4)", "hydra.sweeper.n_trials=1", "checkpoint=false", "stop_after_step=3") == 130
     assert capsys.readouterr().err.endswith("trial 0 queued to run again first; the same command resumes\n")
