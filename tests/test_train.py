@@ -13,12 +13,14 @@ from mnist_arch.trainer import fit, summarize
 from .support import compose, run_cli
 
 SMALL = ("data.train_subset=2000", "data.test_subset=1000", "trainer.epochs=2", "trainer.threads=1", "trainer.progress=false")
+# where only sameness is asserted (seeds, layouts, the average), not how well it learns: a quarter of the cost
+SAME = (*SMALL, "data.train_subset=500", "data.test_subset=300")
 
 
 def test_same_seed_same_metrics_on_cpu():
-    first = fit(compose(*SMALL, "seed=7"))
-    second = fit(compose(*SMALL, "seed=7"))
-    other = fit(compose(*SMALL, "seed=8"))
+    first = fit(compose(*SAME, "seed=7"))
+    second = fit(compose(*SAME, "seed=7"))
+    other = fit(compose(*SAME, "seed=8"))
     strip = lambda r: [{k: v for k, v in h.items() if "seconds" not in k} for h in r["history"]]
     assert strip(first) == strip(second)
     assert strip(first) != strip(other)
@@ -54,8 +56,8 @@ def test_channels_last_computes_the_plain_paths_function_and_gradients(preset):
 
 
 def test_channels_last_trains_like_the_plain_path():
-    fast = fit(compose(*SMALL, "seed=3", "trainer.channels_last=true"))
-    plain = fit(compose(*SMALL, "seed=3"))
+    fast = fit(compose(*SAME, "seed=3", "trainer.channels_last=true"))
+    plain = fit(compose(*SAME, "seed=3"))
     # Same seed, same batches; rounding and the layout-ordered dropout masks separate them, so the
     # epoch figures agree closely but not bit for bit.
     for f, p in zip(fast["history"], plain["history"]):
@@ -183,16 +185,16 @@ def test_summary_command_prints_the_layer_table(tmp_path):
 
 
 def test_ema_evaluates_the_weight_average_and_a_bad_decay_is_refused():
-    plain = fit(compose(*SMALL, "seed=3"))
-    averaged = fit(compose(*SMALL, "seed=3", "trainer.ema=0.9"))
+    plain = fit(compose(*SAME, "seed=3"))
+    averaged = fit(compose(*SAME, "seed=3", "trainer.ema=0.9"))
     # the same training steps (the average never feeds back), evaluated on other weights
     assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
     assert [h["test_acc"] for h in averaged["history"]] != [h["test_acc"] for h in plain["history"]]
-    off = fit(compose(*SMALL, "seed=3", "trainer.ema=0"))  # decay 0 averages nothing: the plain model, as a sweep choice
+    off = fit(compose(*SAME, "seed=3", "trainer.ema=0"))  # decay 0 averages nothing: the plain model, as a sweep choice
     assert [h["test_acc"] for h in off["history"]] == [h["test_acc"] for h in plain["history"]]
     for bad in ("1.0", "-0.5"):
         with pytest.raises(ConfigError, match=rf"trainer.ema={float(bad)} must be a decay in \[0, 1\)"):
-            fit(compose(*SMALL, f"trainer.ema={bad}"))
+            fit(compose(*SAME, f"trainer.ema={bad}"))
 
 
 def test_evaluation_is_in_eval_mode_deterministic_and_leaves_batchnorm_statistics_alone():
@@ -251,7 +253,7 @@ def test_each_seed_sees_its_own_batch_order_and_the_same_seed_the_same(monkeypat
 
     monkeypatch.setattr(trainer, "augment", recording)
     for current in ("seed1", "seed2", "seed1 again"):
-        fit(compose(*SMALL, "trainer.epochs=1", f"seed={current.split()[0][4:]}"))
+        fit(compose(*SAME, "trainer.epochs=1", f"seed={current.split()[0][4:]}"))
     assert seen["seed1"] != seen["seed2"]
     assert seen["seed1"] == seen["seed1 again"]
 
