@@ -192,6 +192,12 @@ def test_an_s3_store_resumes_a_stopped_trial_and_leaves_nothing_in_the_bucket(tm
     assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["steps_ran"] == [4, 5, 6]
     assert resumed.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}
     assert keys() == [] and not (tmp_path / "sweeps.checkpoints").exists()  # nothing beside the database either
+    # an outage to the job's end: the note in the bucket gives back steps 4-6, then goes with the trial's folder
+    assert sweep(tmp_path, "hydra.sweeper.checkpoint.store=s3://runs/team/a", "x=choice(3)", "hydra.sweeper.n_trials=1",
+                 "break_database_after_step=3", "restore_database_after_step=6", study="outage") == 0
+    (done,) = trials(tmp_path, "outage")
+    assert done.state == TrialState.COMPLETE and done.intermediate_values == {s: s / 2 for s in range(1, 7)}
+    assert keys() == []
 
 
 @pytest.mark.slow
@@ -369,9 +375,12 @@ def test_a_lost_workers_trial_queued_again_carries_its_checkpoint(tmp_path):
     assert (Path(where) / rec["id"]).read_bytes() == b"state"
 
 
-def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_stale_trials(tmp_path):
+@pytest.mark.parametrize("in_s3", [False, True])
+def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_stale_trials(tmp_path, request, in_s3):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
     where = location(None, f"sqlite:///{tmp_path}/s.db")
+    if in_s3:  # the notes live under the store's prefix in the bucket
+        bucket, where = request.getfixturevalue("s3_bucket"), "s3://runs/team"
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}"}.items():
         trial.set_user_attr(key, value)
@@ -392,6 +401,20 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
     assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == 0
     assert queued.user_attrs[CHECKPOINT_ATTR] == later  # not the step 2 one the database last took
     assert queued.user_attrs["carried_steps"] == [[1, 0.1], [2, 0.2], [3, 0.3], [4, 0.4]]
+    if in_s3:
+        notes = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="runs")["Contents"])
+        assert notes == [f"team/lost/trial_{trial.number}/{checkpoints.STOPPED_MARK}",
+                         f"team/lost/trial_{trial.number}/{checkpoints.UNRECORDED_NOTE}"]
+
+
+def test_a_note_that_cannot_be_written_is_one_warning_and_false(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with caplog.at_level("WARNING", logger="sweeper.checkpoints"):
+        assert checkpoints.note_unrecorded(str(blocker), "s", 3, {"id": "s/trial_3/a.ckpt", "step": 4, "repeat": 0,
+                                                                  "reports": []}) is False
+    assert len(caplog.messages) == 1 and caplog.messages[0].startswith("trial 3: could not note its checkpoint of step 4 (")
+    assert checkpoints.unrecorded(str(blocker), "s", 3) is None
 
 
 def test_a_noted_checkpoint_is_carried_only_where_it_is_later_and_of_the_repeat_that_runs_next():
