@@ -281,6 +281,13 @@ def clear_unrecorded(where: Any, study_name: str, number: int) -> None:
         open_store(where).remove(f"{trial_folder(where, study_name, number)}/{UNRECORDED_NOTE}")
 
 
+def later_of(rec: Optional[Dict[str, Any]], noted: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The later checkpoint: the record the database took, or ``noted`` (``unrecorded``'s note, its record)."""
+    if noted is not None and (rec is None or noted["step"] > rec["step"]):
+        return {key: noted[key] for key in ("id", "step", "repeat")}
+    return rec
+
+
 def carried_over(trial: Any, noted: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What a trial queued again after an interrupt or a lost worker carries: its finished repeats, its
     checkpoint, and the per-step reports the resumed job will not report again.
@@ -300,8 +307,9 @@ def carried_over(trial: Any, noted: Optional[Dict[str, Any]] = None) -> Dict[str
     if rec is not None and int(rec.get("repeat", 0)) != done:
         rec = None
     reports = dict(trial.intermediate_values)
-    if noted is not None and int(noted.get("repeat", 0)) == done and (rec is None or noted["step"] > rec["step"]):
-        rec = {key: noted[key] for key in ("id", "step", "repeat")}  # saved while the database was away
+    later = later_of(rec, noted) if noted is not None and int(noted.get("repeat", 0)) == done else rec
+    if later is not rec:  # saved while the database was away: its reports come with it
+        rec = later
         reports.update({int(s): float(v) for s, v in noted["reports"]})
     if rec is not None:
         carried[CHECKPOINT_ATTR] = rec

@@ -18,7 +18,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .callbacks import notify
-from .checkpoints import KEPT_ATTR, clear_unrecorded, remove, trial_folder, unrecorded
+from .checkpoints import KEPT_ATTR, clear_unrecorded, later_of, remove, trial_folder, unrecorded
 from .checkpoints import record as checkpoint_record
 from .errors import SweepError
 from .liveness import heartbeat
@@ -136,13 +136,14 @@ class TrialRun:
             done.append(f"{which} resumes from its checkpoint of step {rec['step']}")
         log.info("trial %d carries on from trial %s: %s", self.trial.number, source, "; ".join(done) or "its point")
 
-    def _drop_checkpoint(self, attrs: Dict[str, Any], kept: Optional[Dict[str, Any]] = None) -> None:
-        """Remove the trial's checkpoints (and the folder of the trial it carried on from), but ``kept``."""
+    def _drop_checkpoint(self, attrs: Dict[str, Any], kept: Optional[Dict[str, Any]] = None,
+                         noted: Optional[Dict[str, Any]] = None) -> None:
+        """Remove the trial's checkpoints (and the folder of the trial it carried on from), but ``kept``;
+        ``noted``: the note of one saved while the database was away (``checkpoints.unrecorded``), removed too."""
         where, name = self.sweeper.checkpoints, self.study.study_name
         folders = [trial_folder(where, name, n) for n in (self.trial.number, self.continues) if n is not None]
         if kept is not None:
             folders = [f for f in folders if not kept["id"].startswith(f + "/")]
-            noted = unrecorded(where, name, self.trial.number)
             for rec in (checkpoint_record(attrs), noted):
                 if rec is not None and rec["id"] != kept["id"]:
                     remove(where, rec)
@@ -150,13 +151,6 @@ class TrialRun:
             remove(where, None, folders)
         else:
             remove(where, checkpoint_record(attrs), folders)
-
-    def _last_checkpoint(self, attrs: Dict[str, Any], noted: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-        """The trial's last checkpoint: its record's, or a later one saved while the database was away."""
-        rec = checkpoint_record(attrs)
-        if noted is not None and (rec is None or noted["step"] > rec["step"]):
-            return {key: noted[key] for key in ("id", "step", "repeat")}
-        return rec
 
     def _keep_best_checkpoint(self, rec: Optional[Dict[str, Any]]) -> bool:
         """With ``checkpoint.keep_best``: whether this complete trial's last checkpoint ``rec`` is kept (it is
@@ -259,9 +253,9 @@ class TrialRun:
             log.warning("trial %d was marked failed by another worker during a database outage; its result is "
                         "not recorded (see %s)", trial.number, attrs.get("output_dir", "its job folder"))
             return
-        last = self._last_checkpoint(attrs, noted)
+        last = later_of(checkpoint_record(attrs), noted)
         keep = state == TrialState.COMPLETE and self._retry(lambda: self._keep_best_checkpoint(last), "keeping the checkpoint of")
-        self._drop_checkpoint(attrs, kept=last if keep else None)
+        self._drop_checkpoint(attrs, kept=last if keep else None, noted=noted)
         self._retry(lambda: log_trial(self.sweeper, study, trial.number, state, values, attrs, seconds, error),
                     "reading the study after")
         notify(self.sweeper.callbacks, study, trial._trial_id)
