@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -165,17 +166,22 @@ def test_an_outage_that_ends_before_the_trial_does_leaves_no_checkpoint_or_note(
 @pytest.fixture
 def s3_bucket(monkeypatch):
     """A bucket on a local S3 server (moto's, spoken to over HTTP by boto3 as a real one would be); the
-    sweep finds it through the standard AWS environment variables."""
+    sweep finds it through the standard AWS environment variables. moto keeps its buckets in the process,
+    not in the server, so each test starts from an empty S3 and leaves one (tests in one process)."""
     boto3 = pytest.importorskip("boto3")
     server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    reset = lambda: urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset",
+                                                                  method="POST"), timeout=30).close()
+    reset()
     for key, value in {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "sweep",
                        "AWS_SECRET_ACCESS_KEY": "sweep", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3")
     client.create_bucket(Bucket="runs")
     yield client
+    reset()
     server.stop()
 
 
