@@ -93,7 +93,12 @@ class AtomicFileSystemArtifactStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.part-{os.getpid()}")
         try:
-            with open(part, "wb") as f:
+            try:
+                f = open(part, "wb")
+            except FileNotFoundError:  # another job removed the emptied study folder after the mkdir above
+                target.parent.mkdir(parents=True, exist_ok=True)
+                f = open(part, "wb")
+            with f:
                 shutil.copyfileobj(content_body, f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -109,6 +114,13 @@ class AtomicFileSystemArtifactStore:
         """Remove a folder of artifacts (a finished trial's, with any temporary file a kill left)."""
         path = self._store._get_filepath(folder)
         shutil.rmtree(path, ignore_errors=True)
+        for parent in path.parents:  # the study's folder once its last trial's is gone; the store's own stays
+            if parent == self.base_path or self.base_path not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: other trials' checkpoints
+                break
 
 
 def open_store(where: Any) -> Any:

@@ -76,6 +76,7 @@ def test_a_trial_stopped_by_a_signal_runs_again_first_from_its_checkpoint_and_co
     assert resumed.user_attrs["steps_ran"] == [4, 5, 6]  # no step trained twice
     assert resumed.intermediate_values == {s: 4 * s / 6 for s in range(1, 7)}  # one curve, each step once
     assert stored(tmp_path) == []  # a finished trial's checkpoints are removed
+    assert list((tmp_path / "sweeps.checkpoints").iterdir()) == []  # and its study's emptied folder
 
 
 def test_the_resumed_trial_ends_as_an_uninterrupted_one_and_its_pruner_sees_the_same_history(tmp_path):
@@ -338,6 +339,35 @@ def test_the_checkpoint_store_is_made_and_probed_at_the_start(tmp_path, monkeypa
     assert checkpoints.shown({"base_path": "x"}) == "an artifact store (hydra.sweeper.checkpoint.store)"
     with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store cannot be made: "):
         checkpoints.check_store({"_target_": "nowhere.Store"})
+
+
+def test_a_study_folder_goes_with_its_last_trial_folder_and_the_store_folder_stays(tmp_path):
+    store = AtomicFileSystemArtifactStore(str(tmp_path / "store"))
+    for folder in ("s/trial_1", "s/trial_2"):
+        store.write(f"{folder}/a.ckpt", io.BytesIO(b"x"))
+    store.remove_folder("s/trial_1")
+    assert sorted(p.name for p in (tmp_path / "store" / "s").iterdir()) == ["trial_2"]  # another trial's: kept
+    store.remove_folder("s/trial_2")
+    assert (tmp_path / "store").is_dir() and list((tmp_path / "store").iterdir()) == []
+    store.write("s/trial_3/a.ckpt", io.BytesIO(b"y"))  # a later trial makes the study folder again
+    assert (tmp_path / "store" / "s" / "trial_3" / "a.ckpt").read_bytes() == b"y"
+
+
+def test_a_checkpoint_written_as_another_job_removes_the_emptied_study_folder_is_still_written(tmp_path, monkeypatch):
+    store = AtomicFileSystemArtifactStore(str(tmp_path))
+    real_open, gone = open, []
+
+    def open_after_removal(path, *args, **kwargs):  # the other job's rmdir lands between mkdir and open
+        if not gone and str(path).endswith(f".part-{os.getpid()}"):
+            gone.append(path)
+            Path(path).parent.rmdir()
+            Path(path).parent.parent.rmdir()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", open_after_removal)
+    store.write("s/trial_1/a.ckpt", io.BytesIO(b"x"))
+    monkeypatch.undo()
+    assert gone and (tmp_path / "s" / "trial_1" / "a.ckpt").read_bytes() == b"x"
 
 
 def test_removing_what_is_gone_is_quiet_and_a_store_that_cannot_be_opened_is_one_warning(tmp_path, caplog):
