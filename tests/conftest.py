@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -84,3 +85,17 @@ def signal_handlers_left_as_found():
     for s in watched:
         signal.signal(s, before[s])  # the next test starts as this one did, whatever happened
     assert not changed, f"the test left signal handlers changed: {changed}"
+
+
+@pytest.fixture(autouse=True)
+def no_log_handler_on_a_closed_stream():
+    """A logging handler made during an earlier test writes to the stream that test captured: Optuna's
+    own handler (made at its first message in the process) and Hydra's root handler (made for each job
+    run in this process). Once that stream is closed (the end of a capsys test, or of a whole earlier
+    pytest run in the process, as under mutmut, which runs the suite twice in one process), every
+    message through the handler makes Python write "--- Logging error ---" on the stderr a test
+    reads. Each test starts with such handlers gone."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", [])[:]:
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
