@@ -1,4 +1,4 @@
-"""``sweep-results`` (also ``mnist-results``): read a sweep database (never write to it) and show what the sweep found.
+"""``sweep-results``: read a sweep database (never write to it) and show what the sweep found.
 
 Works on any study of any Hydra app; the columns are what its trials carry (objectives by name, the
 numbers the jobs returned, the budget measure, steps, hyperparameters).
@@ -34,7 +34,7 @@ from .table import (
 
 PROG = "sweep-results"  # also installed as mnist-results, the name this repo's docs used first
 MNIST_PROG = "mnist-results"  # the same command with mnist_arch's accuracy shortcuts (--acc, --min-acc)
-MNIST_EPILOG = """mnist_arch's shortcuts (mnist-results only):
+MNIST_EPILOG = """mnist-results is sweep-results with mnist_arch's shortcuts:
 
     mnist-results arch_s4 --min-acc 99.3 --max-params 10000   # = --min best_acc=99.3 --max-budget 10000
     mnist-results arch_s4 --pareto --acc min_last_k           # accuracy (worst of the last k) vs parameters
@@ -164,8 +164,8 @@ def parse_args(argv: Optional[Sequence[str]], prog: Optional[str] = None) -> arg
                                 epilog=__doc__ + (MNIST_EPILOG if mnist else ""))
     p.add_argument("study", nargs="?", help="study name; without it, the studies in the database are listed")
     p.add_argument("--storage", default=storage_from_env(),
-                   help=f"Optuna storage URL (default: ${STORAGE_ENV}, else ${LEGACY_STORAGE_ENV}, else "
-                        f"{DEFAULT_STORAGE}, as the sweeper)")
+                   help=f"Optuna storage URL (default: ${STORAGE_ENV}, else "
+                        + (f"${LEGACY_STORAGE_ENV}, else " if mnist else "") + f"{DEFAULT_STORAGE}, as the sweeper)")
     p.add_argument("--top", type=int, help="only the first N rows")
     p.add_argument("--state", help=f"comma-separated states to show: {','.join(KINDS)}")
     p.add_argument(*(["--max-budget", "--max-params"] if mnist else ["--max-budget"]), dest="max_params", type=int,

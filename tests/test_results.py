@@ -167,11 +167,12 @@ def test_the_generic_command_speaks_of_no_app_and_mnist_results_keeps_its_shortc
         parse_args(["--help"], prog="sweep-results")
     generic = capsys.readouterr().out
     assert "--min COLUMN=VALUE" in generic and "--max-budget" in generic
-    assert "mnist" not in generic.replace("mnist-results", "") and "--acc" not in generic and "--max-params" not in generic
+    assert "mnist" not in generic.lower() and "--acc" not in generic and "--max-params" not in generic
     with pytest.raises(SystemExit):
         parse_args(["--help"], prog="mnist-results")
     shortcuts = capsys.readouterr().out
     assert "--min-acc" in shortcuts and "--acc {best_acc," in shortcuts and "--max-params" in shortcuts
+    assert "$MNIST_SWEEP_STORAGE" in shortcuts.replace("\n", "").replace(" ", "")  # the name it had first, still read
     with pytest.raises(SystemExit):
         parse_args(["known", "--min-acc", "99"], prog="sweep-results")
     assert "--min-acc is mnist-results' shortcut" in capsys.readouterr().err
