@@ -43,11 +43,37 @@ def start_workers(n, args, cwd, url, extra_env=None, logs=None):
 
 
 def finish(procs, timeout=600):
+    """Each worker's output once it has ended. A worker still running after ``timeout`` s fails the test with
+    every worker's output (the logs go with pytest's temporary folders, on CI with the clone), all of them
+    killed first."""
     outputs = []
     for p in procs:
-        out, _ = p.communicate(timeout=timeout)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                if q.poll() is None:
+                    os.killpg(q.pid, signal.SIGKILL)
+            told = [f"--- worker {q.pid} (exit {q.wait()}):\n{q.log.read_text() if q.log else q.communicate()[0]}"
+                    for q in procs]
+            raise AssertionError(f"worker {p.pid} still running after {timeout} s\n" + "\n".join(told)) from None
         outputs.append(p.log.read_text() if p.log else out)
     return outputs
+
+
+def test_a_worker_that_outlives_its_wait_fails_the_test_with_every_workers_output(tmp_path):
+    log = tmp_path / "w.log"
+    with open(log, "w") as out:
+        hung = subprocess.Popen([sys.executable, "-c", "print('claimed trial 3', flush=True); import time; time.sleep(600)"],
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    hung.log = log
+    done = subprocess.Popen([sys.executable, "-c", "print('finished')"], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    done.log = None
+    wait_for(lambda: "claimed" in log.read_text())
+    with pytest.raises(AssertionError, match=f"(?s)worker {hung.pid} still running after 1 s.*claimed trial 3.*finished"):
+        finish([hung, done], timeout=1)
+    assert hung.returncode == -signal.SIGKILL
 
 
 def trials_of(url, study):
