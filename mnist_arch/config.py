@@ -25,6 +25,7 @@ class AugmentConfig:
     scale: float = MISSING  # fraction
     brightness: float = MISSING  # added to pixel values in [0, 1], up to this either way
     contrast: float = MISSING  # pixel values scaled by 1 +- up to this
+    shear: float = 0.0  # degrees either way, along x (torchvision's RandomAffine(shear=...)); 0: none
 
 @dataclass
 class DataConfig:

@@ -86,8 +86,8 @@ def _load(root: Path, cfg: Any, device: torch.device) -> MnistTensors:
 
 
 def augment(images: torch.Tensor, cfg: Any, generator: torch.Generator) -> torch.Tensor:
-    """Random rotation, shift and zoom of a batch, in one batched ``grid_sample`` on the batch's device,
-    then (where configured) brightness and contrast per image.
+    """Random rotation, shift, zoom and (where configured) shear of a batch, in one batched ``grid_sample``
+    on the batch's device, then (where configured) brightness and contrast per image.
 
     Reproducible from ``generator``. Border padding repeats MNIST's empty background.
     """
@@ -97,8 +97,14 @@ def augment(images: torch.Tensor, cfg: Any, generator: torch.Generator) -> torch
     zoom = 1 + u[:, 1] * cfg.scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     shift = u[:, 2:] * (2 * cfg.translate)  # grid coordinates span [-1, 1], so a side is 2
+    # theta maps output to input coordinates: (rotation / zoom) after a shear x -> x + tan(s) * y
+    shear = cfg.get("shear", 0.0)  # absent from configs recorded before it existed
+    tan = torch.zeros_like(cos)
+    if shear:  # drawn only where set, so runs without it keep their random stream
+        tan = torch.tan(torch.deg2rad((torch.rand(n, generator=generator, device=images.device) * 2 - 1) * shear))
     theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
+        [torch.stack([cos, cos * tan - sin, shift[:, 0]], dim=1), torch.stack([sin, sin * tan + cos, shift[:, 1]], dim=1)],
+        dim=1,
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -118,13 +118,13 @@ def test_shipped_experiments_compose_to_the_configs_their_measured_runs_used(nam
     assert set(again["trainer"].pop("callbacks")) == {"sweep_trial"}  # the reporter, idle outside a sweep
     ran["trainer"].pop("callbacks")
     ran["trainer"].setdefault("channels_last", False)  # s4_8k ran before the key existed; false is the old path
-    # keys added after these runs; each default is the path they ran (no average, element dropout, no photometric jitter)
+    # keys added after these runs; each default is the path they ran (no average, element dropout, no photometric jitter, no shear)
     ran["trainer"].setdefault("ema", None)
     for key, off in {"ema_warmup": False, "bn_recompute": 0, "label_smoothing": 0.0}.items():
         ran["trainer"].setdefault(key, off)  # the end-of-training options, off: the path every measured run took
     ran["schedule"].setdefault("anneal_epochs", 0)
     ran["model"]["dropout"].setdefault("kind", "element")
-    ran["data"]["augment"].update({k: ran["data"]["augment"].get(k, 0.0) for k in ("brightness", "contrast")})
+    ran["data"]["augment"].update({k: ran["data"]["augment"].get(k, 0.0) for k in ("brightness", "contrast", "shear")})
     tracking = again.pop("tracking")
     assert tracking == ran.pop("tracking", tracking) and tracking["kind"] == "none"  # older runs predate the key
     if name.startswith("frontier_holds"):  # its sweep optimised min_last_k (and size); the old dump said best

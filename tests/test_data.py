@@ -197,6 +197,38 @@ def test_augmentation_is_batched_reproducible_and_bounded(mnist):
     assert torch.allclose(identity, batch, atol=1e-5)
 
 
+def test_shear_tilts_vertical_strokes_by_up_to_its_angle_and_leaves_the_stream_of_runs_without_it(mnist):
+    import math
+
+    import torch.nn.functional as F
+
+    n, still = 256, {"augment.rotation": 0.0, "augment.translate": 0.0, "augment.scale": 0.0}
+    lines = torch.zeros(n, 1, 28, 28)
+    lines[:, :, :, 14] = 1.0  # a vertical stroke through the centre, top to bottom
+    sheared = augment(lines, data_cfg(**still, **{"augment.shear": 20.0}).augment, torch.Generator().manual_seed(3))
+    cols = torch.arange(28.0)
+    centre = (sheared[:, 0] * cols).sum(-1) / sheared[:, 0].sum(-1)  # the stroke's column in each row
+    tilt = (centre[:, 27] - centre[:, 0]) / 27  # columns per row: tan of the shear angle
+    assert tilt.abs().max() <= math.tan(math.radians(20.0)) + 0.02 and tilt.abs().max() > math.tan(math.radians(15.0))
+    assert (tilt > 0.05).sum() > n / 4 and (tilt < -0.05).sum() > n / 4  # either way, each image its own
+    assert torch.allclose(centre[:, 14], torch.full((n,), 14.0), atol=0.6)  # about the image's centre
+    rows = torch.zeros(4, 1, 28, 28)
+    rows[:, :, 14, :] = 1.0  # a horizontal stroke is left where it is
+    assert torch.allclose(augment(rows, data_cfg(**still, **{"augment.shear": 20.0}).augment,
+                                  torch.Generator().manual_seed(3)), rows, atol=1e-5)
+    # shear 0 (and a config recorded before shear existed) draws and builds exactly what it did without it
+    batch, cfg = mnist.train_x[:64], data_cfg().augment
+    u = torch.rand(64, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    angle, zoom = torch.deg2rad(u[:, 0] * cfg.rotation), 1 + u[:, 1] * cfg.scale
+    cos, sin, shift = torch.cos(angle) / zoom, torch.sin(angle) / zoom, u[:, 2:] * (2 * cfg.translate)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    before = F.grid_sample(batch, F.affine_grid(theta, list(batch.shape), align_corners=False), mode="bilinear",
+                           padding_mode="border", align_corners=False)
+    assert cfg.shear == 0.0 and torch.equal(augment(batch, cfg, torch.Generator().manual_seed(3)), before)
+    recorded = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "shear"})
+    assert torch.equal(augment(batch, recorded, torch.Generator().manual_seed(3)), before)
+
+
 def test_a_process_reuses_the_last_loaded_dataset():
     first = load_mnist(data_cfg(test_subset=100))
     assert load_mnist(data_cfg(test_subset=100)) is first  # a sweep worker's next trial: no re-read
