@@ -353,7 +353,9 @@ def test_a_study_folder_goes_with_its_last_trial_folder_and_the_store_folder_sta
     assert (tmp_path / "store" / "s" / "trial_3" / "a.ckpt").read_bytes() == b"y"
 
 
-def test_a_checkpoint_written_as_another_job_removes_the_emptied_study_folder_is_still_written(tmp_path, monkeypatch):
+@pytest.mark.parametrize("made_again", [False, True])
+def test_a_checkpoint_written_as_another_job_removes_the_emptied_study_folder_is_still_written(tmp_path, monkeypatch,
+                                                                                                made_again):
     store = AtomicFileSystemArtifactStore(str(tmp_path))
     real_open, gone = open, []
 
@@ -362,6 +364,11 @@ def test_a_checkpoint_written_as_another_job_removes_the_emptied_study_folder_is
             gone.append(path)
             Path(path).parent.rmdir()
             Path(path).parent.parent.rmdir()
+            if made_again:  # and a third job's write makes the folder before this one's retry
+                with pytest.raises(FileNotFoundError):
+                    real_open(path, *args, **kwargs)
+                Path(path).parent.mkdir(parents=True)
+                raise FileNotFoundError(path)
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", open_after_removal)
@@ -443,6 +450,42 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
                          f"team/lost/trial_{trial.number}/{checkpoints.UNRECORDED_NOTE}"]
 
 
+def test_an_s3_trial_folder_goes_alone_and_its_note_is_cleared_under_the_prefix(s3_bucket, caplog, monkeypatch):
+    """A finished trial's folder in a bucket: its objects go, and nothing else (trial_10 is not under trial_1/,
+    another study's and another prefix's objects stay); a folder already empty is quiet."""
+    from optuna.artifacts import Boto3ArtifactStore
+
+    keys = lambda: sorted(o["Key"] for o in s3_bucket.list_objects_v2(Bucket="runs").get("Contents", []))
+    where = "s3://runs/team"
+    kept = ["team/other/trial_1/a.ckpt", "team/s/trial_10/a.ckpt", "elsewhere/s/trial_1/a.ckpt"]
+    for key in kept + ["team/s/trial_1/a.ckpt", "team/s/trial_1/b.ckpt"]:
+        s3_bucket.put_object(Bucket="runs", Key=key, Body=b"x")
+    with caplog.at_level("WARNING", logger="sweeper.checkpoints"):
+        checkpoints.remove(where, None, [checkpoints.trial_folder(where, "s", 1)])
+        assert keys() == sorted(kept)
+        checkpoints.remove(where, None, [checkpoints.trial_folder(where, "s", 1), checkpoints.trial_folder(where, "s", 2)])
+    assert [r for r in caplog.records if r.name.startswith("sweeper")] == [] and keys() == sorted(kept)
+    assert checkpoints.note_unrecorded(where, "s", 4, {"id": "team/s/trial_4/a.ckpt", "step": 2, "repeat": 0, "reports": []})
+    assert checkpoints.unrecorded(where, "s", 4)["step"] == 2 and f"team/s/trial_4/{checkpoints.UNRECORDED_NOTE}" in keys()
+    checkpoints.clear_unrecorded(where, "s", 4)
+    assert checkpoints.unrecorded(where, "s", 4) is None and keys() == sorted(kept)
+    written = []  # the start's probe goes under the prefix too: credentials may be limited to it
+    real_write = Boto3ArtifactStore.write
+    monkeypatch.setattr(Boto3ArtifactStore, "write", lambda self, key, body: written.append(key) or real_write(self, key, body))
+    checkpoints.check_store(where)
+    assert len(written) == 1 and written[0].startswith("team/.probe-") and keys() == sorted(kept)
+
+
+def test_a_write_meets_a_leftover_temporary_file_of_its_own_pid(tmp_path):
+    """A job killed mid-write leaves .NAME.part-PID; in containers the next job often has the same pid."""
+    store = AtomicFileSystemArtifactStore(str(tmp_path))
+    store.write("s/trial_1/a.ckpt", io.BytesIO(b"old"))
+    (tmp_path / "s" / "trial_1" / f".a.ckpt.part-{os.getpid()}").write_bytes(b"half a checkpoint of a killed job")
+    store.write("s/trial_1/a.ckpt", io.BytesIO(b"new"))
+    assert sorted(p.name for p in (tmp_path / "s" / "trial_1").iterdir()) == ["a.ckpt"]
+    assert (tmp_path / "s" / "trial_1" / "a.ckpt").read_bytes() == b"new"
+
+
 def test_a_note_that_cannot_be_written_is_one_warning_and_false(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -450,6 +493,7 @@ def test_a_note_that_cannot_be_written_is_one_warning_and_false(tmp_path, caplog
         assert checkpoints.note_unrecorded(str(blocker), "s", 3, {"id": "s/trial_3/a.ckpt", "step": 4, "repeat": 0,
                                                                   "reports": []}) is False
     assert len(caplog.messages) == 1 and caplog.messages[0].startswith("trial 3: could not note its checkpoint of step 4 (")
+    assert caplog.messages[0].endswith("Not a directory: " + repr(str(blocker / "s" / "trial_3")) + ")")  # and why
     assert checkpoints.unrecorded(str(blocker), "s", 3) is None
 
 
