@@ -294,9 +294,10 @@ def clear_unrecorded(where: Any, study_name: str, number: int) -> None:
 
 
 def later_of(rec: Optional[Dict[str, Any]], noted: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The later checkpoint: the record the database took, or ``noted`` (``unrecorded``'s note, its record)."""
+    """The later checkpoint: the record the database took, or ``noted`` (``unrecorded``'s note, its record;
+    without its repeat, the first repeat's, as a record)."""
     if noted is not None and (rec is None or noted["step"] > rec["step"]):
-        return {key: noted[key] for key in ("id", "step", "repeat")}
+        return {"id": noted["id"], "step": noted["step"], "repeat": int(noted.get("repeat", 0))}
     return rec
 
 

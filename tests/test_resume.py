@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import urllib.request
+import warnings
 from pathlib import Path
 
 import optuna
@@ -516,6 +517,45 @@ def test_a_noted_checkpoint_is_carried_only_where_it_is_later_and_of_the_repeat_
     assert alone["continues"] == 5 and alone["carried_steps"] == [[2, 0.9]]
     second = {CHECKPOINT_ATTR: rec, "repeat_values": [0.5], "repeats_n": 3}  # the second repeat runs next
     assert checkpoints.carried_over(stopped(second, {}), noted(4, repeat=1))[CHECKPOINT_ATTR]["repeat"] == 1
+    unnamed = {key: value for key, value in noted(4).items() if key != "repeat"}  # a note without its repeat:
+    assert checkpoints.carried_over(stopped(base, {}), unnamed)[CHECKPOINT_ATTR]["step"] == 4  # the first repeat's
+    assert CHECKPOINT_ATTR not in checkpoints.carried_over(stopped(second, {}), unnamed)  # not the second repeat's
+
+
+def test_an_interrupted_trial_is_queued_again_where_it_was_launched_queued_before_or_carries_something(tmp_path):
+    from sweeper.interrupts import INTERRUPTED_ATTR
+    from sweeper.liveness import record_interrupted
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="int")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    launched, asked, saved, retried = (study.ask(dist) for _ in range(4))
+    launched.set_user_attr("launched", True)
+    rec = {"id": f"int/trial_{saved.number}/a.ckpt", "step": 2, "repeat": 0}
+    saved.set_user_attr(CHECKPOINT_ATTR, rec)  # never marked launched, yet it saved a checkpoint
+    retried.set_user_attr("retry_of", launched.number)  # a point queued again before, not launched yet
+    for t in (launched, asked, saved, retried):
+        assert record_interrupted(study, study.trials[t.number]) is True
+    assert record_interrupted(study, study.trials[launched.number]) is False  # recorded once
+    assert all(t.state == TrialState.FAIL and t.user_attrs[INTERRUPTED_ATTR] for t in study.trials[:4])
+    queued = study.get_trials(states=(TrialState.WAITING,))  # the one only asked (nothing to carry) is not
+    assert [(q.user_attrs["retry_of"], q.system_attrs["fixed_params"]) for q in queued] == [
+        (t.number, t.params) for t in (launched, saved, retried)]
+    assert queued[1].user_attrs[CHECKPOINT_ATTR] == rec and CHECKPOINT_ATTR not in queued[0].user_attrs
+
+
+def test_keep_best_after_a_stop_and_an_outage_to_the_jobs_end_leaves_the_kept_checkpoint_alone_and_quiet(tmp_path, capsys):
+    """Stopped at step 2, resumed, the database away from step 3's checkpoint to the job's end: the finished
+    trial keeps its last (noted) checkpoint alone, the stopped trial's folder and the note gone, and says nothing."""
+    common = ["x=choice(3)", "hydra.sweeper.n_trials=1", "hydra.sweeper.checkpoint.keep_best=true"]
+    assert sweep(tmp_path, *common, "stop_after_step=2") == 130
+    capsys.readouterr()
+    assert sweep(tmp_path, *common, "break_database_after_step=3", "restore_database_after_step=6") == 0
+    assert said_lines(capsys, "could not remove") == []
+    _, done = trials(tmp_path)
+    assert done.state == TrialState.COMPLETE and done.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/sweeps.db")
+    kept = study._storage.get_study_system_attrs(study._study_id)[checkpoints.KEPT_ATTR][str(done.number)]
+    assert kept["step"] == 6 and stored(tmp_path) == [f"sweeps.checkpoints/{kept['id']}"]
 
 
 def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):
@@ -846,6 +886,7 @@ def test_the_checkpoint_api_moves_the_record_and_removes_what_it_replaces(tmp_pa
     stopped = study.ask()  # the trial a stop left, and its last checkpoint
     old = {"id": checkpoints.new_id(where, "api", stopped.number, 0, 3), "step": 3, "repeat": 0}
     store.write(old["id"], io.BytesIO(b"old state"))
+    checkpoints.mark_stopped(where, "api", stopped.number)  # its folder holds more than the checkpoint
     trial = study.ask()
     trial.set_user_attr(CHECKPOINT_ATTR, old)
     job = SweepTrial(study, trial.number, checkpoint_store=where)
@@ -878,8 +919,13 @@ def test_the_checkpoint_api_moves_the_record_and_removes_what_it_replaces(tmp_pa
     assert files() == sorted([*recorded, f"{folder}/{Path(noted['id']).name}", f"{folder}/{checkpoints.UNRECORDED_NOTE}"])
     assert checkpoints.unrecorded(where, "api", trial.number) == noted
     assert "(recording its checkpoint of step 6: the database is away); the job goes on" in caplog.text
+    assert "(reporting step 7: the database is away); the job goes on" in caplog.text
     monkeypatch.undo()
     assert job.report(0.8, 8) is False  # the database is back: the reports it missed go first, in order
+    assert study.trials[trial.number].intermediate_values == {6: 0.6, 7: 0.7, 8: 0.8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns of a step reported twice: none is sent again
+        assert job.report(0.66, 6) is False and job.report(0.88, 8) is False
     assert study.trials[trial.number].intermediate_values == {6: 0.6, 7: 0.7, 8: 0.8}
     job.checkpoint.save(body, 8)  # recorded: the note, its file and the step 5 file go
     assert job.checkpoint.step == 8 and len(files()) == 1 and not note.exists()
