@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import sys
+import types
 import urllib.request
 import warnings
 from pathlib import Path
@@ -272,6 +274,11 @@ def test_checkpoints_go_beside_a_file_database_else_where_the_sweep_started(tmp_
     assert checkpoints.new_id("/x", "s", 7, 0, 3).startswith("s/trial_7/repeat0_step3_")
     assert checkpoints.new_id("s3://bucket/a/b/c", "s", 7, 0, 3).startswith("a/b/c/s/trial_7/")  # a nested prefix whole
     assert checkpoints.new_id("s3://bucket", "s", 7, 0, 3).startswith("s/trial_7/")
+    assert checkpoints.new_id("s3://bucket//", "s", 7, 0, 3).startswith("s/trial_7/")  # no prefix, not "/"
+    assert checkpoints.new_id("s3://bucket/X/runsX", "s", 7, 0, 3).startswith("X/runsX/s/trial_7/")  # only "/" trimmed
+    assert checkpoints.new_id("s3://bucket/X", "s", 7, 0, 3).startswith("X/s/trial_7/")
+    assert checkpoints.trial_folder("/x", "MyStudy v2", 3) == "MyStudy_v2/trial_3"  # case kept, the rest made safe
+    assert checkpoints.trial_folder("/x", "", 3) == "study/trial_3"
 
 
 def test_a_write_cut_short_leaves_the_previous_file_whole_and_no_temporary_file(tmp_path):
@@ -340,6 +347,23 @@ def test_the_checkpoint_store_is_made_and_probed_at_the_start(tmp_path, monkeypa
     assert checkpoints.shown({"base_path": "x"}) == "an artifact store (hydra.sweeper.checkpoint.store)"
     with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store cannot be made: "):
         checkpoints.check_store({"_target_": "nowhere.Store"})
+    monkeypatch.setitem(sys.modules, "optuna.artifacts", types.ModuleType("optuna.artifacts"))  # as without boto3
+    with pytest.raises(checkpoints.CheckpointStoreError, match=r"^hydra.sweeper.checkpoint.store='s3://b/p' needs boto3 "
+                                                              r"\(cannot import name 'Boto3ArtifactStore'.*\): pip install boto3$"):
+        checkpoints.open_store("s3://b/p")
+
+
+def test_a_configured_store_has_its_files_removed_and_an_unusable_note_is_none(tmp_path, caplog):
+    where = {"_target_": "optuna.artifacts.FileSystemArtifactStore", "base_path": str(tmp_path)}
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="sweeper.checkpoints"):
+        checkpoints.remove(where, {"id": "a.ckpt", "step": 1}, ["s/trial_1"])  # its folders: not the store's to know
+    assert caplog.messages == [] and not (tmp_path / "a.ckpt").exists()
+    store = AtomicFileSystemArtifactStore(str(tmp_path))
+    for note in ({"id": "s/trial_1/a.ckpt", "step": 2, "repeat": 0},  # no reports
+                 {"id": "s/trial_1/a.ckpt", "step": "2", "repeat": 0, "reports": []}):  # not a record
+        store.write(f"s/trial_1/{checkpoints.UNRECORDED_NOTE}", io.BytesIO(json.dumps(note).encode()))
+        assert checkpoints.unrecorded(str(tmp_path), "s", 1) is None
 
 
 def test_a_study_folder_goes_with_its_last_trial_folder_and_the_store_folder_stays(tmp_path):
@@ -544,18 +568,22 @@ def test_an_interrupted_trial_is_queued_again_where_it_was_launched_queued_befor
 
 
 def test_keep_best_after_a_stop_and_an_outage_to_the_jobs_end_leaves_the_kept_checkpoint_alone_and_quiet(tmp_path, capsys):
-    """Stopped at step 2, resumed, the database away from step 3's checkpoint to the job's end: the finished
-    trial keeps its last (noted) checkpoint alone, the stopped trial's folder and the note gone, and says nothing."""
+    """Stopped at step 2, resumed with the database away to the job's end: no save of the resumed trial was
+    recorded, so none removed the stopped trial's folder. The finished trial keeps its last (noted) checkpoint
+    alone, the stopped trial's folder and the note gone, and says nothing."""
     common = ["x=choice(3)", "hydra.sweeper.n_trials=1", "hydra.sweeper.checkpoint.keep_best=true"]
     assert sweep(tmp_path, *common, "stop_after_step=2") == 130
+    assert len(stored(tmp_path)) == 1  # the stopped trial's step 2
     capsys.readouterr()
-    assert sweep(tmp_path, *common, "break_database_after_step=3", "restore_database_after_step=6") == 0
+    assert sweep(tmp_path, *common, "break_database_after_step=2", "restore_database_after_step=6") == 0
     assert said_lines(capsys, "could not remove") == []
     _, done = trials(tmp_path)
     assert done.state == TrialState.COMPLETE and done.intermediate_values == {s: 3 * s / 6 for s in range(1, 7)}
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/sweeps.db")
     kept = study._storage.get_study_system_attrs(study._study_id)[checkpoints.KEPT_ATTR][str(done.number)]
     assert kept["step"] == 6 and stored(tmp_path) == [f"sweeps.checkpoints/{kept['id']}"]
+    everything = sorted(str(p.relative_to(tmp_path / "sweeps.checkpoints")) for p in (tmp_path / "sweeps.checkpoints").rglob("*"))
+    assert everything == [STUDY, f"{STUDY}/trial_{done.number}", kept["id"]]  # no empty folder of the stopped trial
 
 
 def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):

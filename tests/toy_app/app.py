@@ -13,7 +13,7 @@ the pruner says so. With ``checkpoint=true`` it saves ``{step, value}`` after ea
 the job after step ``k``'s checkpoint, as Ctrl-C or ``kill`` would (only the job whose seed is
 ``stop_on_seed``, where set); ``hang_after_step=k`` sleeps an hour after step ``k``'s checkpoint (a long step under
 way, for a kill from outside); ``break_database_after_step=k`` moves the sweep's SQLite file away after
-step ``k``'s checkpoint, as an outage would (``restore_database_after_step=j`` puts it back after step ``j``'s). Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
+step ``k``'s checkpoint (at once, in a job resumed past ``k``), as an outage would (``restore_database_after_step=j`` puts it back after step ``j``'s). Its config has a ``model:`` key and a list ``trainer.callbacks`` that mean
 nothing to the sweeper.
 """
 
@@ -68,6 +68,8 @@ def main(cfg: DictConfig):
         first = json.loads(state_file.read_text())["step"] + 1
     ran = list(trial.user_attrs.get("steps_ran", [])) if trial is not None else []  # read once: it may go away
     for step in range(first, cfg.steps + 1):
+        if step == first > 1 and cfg.break_database_after_step is not None and cfg.break_database_after_step < first:
+            break_database(cfg)  # resumed past that step: the outage is under way as the job goes on
         time.sleep(cfg.sleep / cfg.steps)
         ran.append(step)
         if trial is not None:
