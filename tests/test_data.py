@@ -206,6 +206,9 @@ def test_shear_tilts_vertical_strokes_by_up_to_its_angle_and_leaves_the_stream_o
     lines = torch.zeros(n, 1, 28, 28)
     lines[:, :, :, 14] = 1.0  # a vertical stroke through the centre, top to bottom
     sheared = augment(lines, data_cfg(**still, **{"augment.shear": 20.0}).augment, torch.Generator().manual_seed(3))
+    torch.rand(7)  # the global stream moves on; the shear is drawn from the generator alone
+    assert torch.equal(sheared, augment(lines, data_cfg(**still, **{"augment.shear": 20.0}).augment,
+                                        torch.Generator().manual_seed(3)))
     cols = torch.arange(28.0)
     centre = (sheared[:, 0] * cols).sum(-1) / sheared[:, 0].sum(-1)  # the stroke's column in each row
     tilt = (centre[:, 27] - centre[:, 0]) / 27  # columns per row: tan of the shear angle
@@ -250,7 +253,12 @@ def test_brightness_and_contrast_jitter_each_image_and_leave_the_geometry_stream
     background = raw.abs() < 1e-6  # where the geometry left empty paper, only the brightness shift remains
     shifts = torch.stack([(raw_j[i][background[i]]).mean() for i in range(len(batch))])
     assert shifts.abs().max() <= 0.2 + 1e-5 and shifts.std() > 0.02  # each image its own shift
+    assert (shifts > 0.05).any() and (shifts < -0.05).any()  # either way
     assert not torch.allclose(raw, raw_j)
+    assert torch.equal(jittered, augment(batch, strong, torch.Generator().manual_seed(3)))  # from the generator alone
+    for alone in ({"augment.brightness": 0.2}, {"augment.contrast": 0.2}):  # either one jitters without the other
+        assert not torch.equal(augment(batch, data_cfg(**alone).augment, torch.Generator().manual_seed(3)),
+                               augment(batch, mild, torch.Generator().manual_seed(3)))
     # mild (no photometric jitter) draws exactly what it drew before brightness and contrast existed
     assert mild.brightness == 0.0 and mild.contrast == 0.0
     assert torch.equal(augment(batch, mild, torch.Generator().manual_seed(3)),
