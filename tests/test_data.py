@@ -254,6 +254,10 @@ def test_brightness_and_contrast_jitter_each_image_and_leave_the_geometry_stream
     shifts = torch.stack([(raw_j[i][background[i]]).mean() for i in range(len(batch))])
     assert shifts.abs().max() <= 0.2 + 1e-5 and shifts.std() > 0.02  # each image its own shift
     assert (shifts > 0.05).any() and (shifts < -0.05).any()  # either way
+    g = torch.Generator().manual_seed(3)  # the same draws by hand: the geometry's 4 per image, then these 2
+    torch.rand(len(batch), 4, generator=g)
+    v = torch.rand(len(batch), 2, 1, 1, 1, generator=g) * 2 - 1
+    assert torch.allclose(jittered, (raw * (1 + v[:, 1] * 0.2) + v[:, 0] * 0.2 - MEAN) / STD, atol=1e-5)
     assert not torch.allclose(raw, raw_j)
     assert torch.equal(jittered, augment(batch, strong, torch.Generator().manual_seed(3)))  # from the generator alone
     for alone in ({"augment.brightness": 0.2}, {"augment.contrast": 0.2}):  # either one jitters without the other

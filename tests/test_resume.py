@@ -542,7 +542,8 @@ def test_a_noted_checkpoint_is_carried_only_where_it_is_later_and_of_the_repeat_
     second = {CHECKPOINT_ATTR: rec, "repeat_values": [0.5], "repeats_n": 3}  # the second repeat runs next
     assert checkpoints.carried_over(stopped(second, {}), noted(4, repeat=1))[CHECKPOINT_ATTR]["repeat"] == 1
     unnamed = {key: value for key, value in noted(4).items() if key != "repeat"}  # a note without its repeat:
-    assert checkpoints.carried_over(stopped(base, {}), unnamed)[CHECKPOINT_ATTR]["step"] == 4  # the first repeat's
+    assert checkpoints.carried_over(stopped(base, {}), unnamed)[CHECKPOINT_ATTR] == {"id": "s/trial_5/b.ckpt", "step": 4,
+                                                                                   "repeat": 0}  # the first repeat's
     assert CHECKPOINT_ATTR not in checkpoints.carried_over(stopped(second, {}), unnamed)  # not the second repeat's
 
 
