@@ -2,6 +2,7 @@
 
     python benchmarks/seed_runs.py --out docs/results/s4_8k --seeds 11 12 13 -- +experiment=s4_8k
     python benchmarks/seed_runs.py --out docs/results/s4_8k --table-only      # the table of runs already there
+    python benchmarks/seed_runs.py --out docs/results/t21_shear10 --table-only --versus docs/results/small_end_t21
 
 Runs ``mnist-train <overrides> seed=S`` for each seed, ``--jobs`` at a time with one CPU thread
 each (on a GPU machine: one after another unless told otherwise), copies each run's
@@ -96,12 +97,34 @@ def headline(metrics: Dict[int, dict]) -> str:
             f"{share(99.4)} | {share(99.6)} |")
 
 
+def paired(base: Path, out: Path) -> str:
+    """The runs in ``out`` against those of the same seeds in ``base`` (a lever's two levels, seed by seed): the
+    min of the last k epochs of each, their difference, and the mean of each column with its standard error."""
+    load = lambda folder: {int(p.name[4:].split(".")[0]): json.loads(p.read_text())["min_last_k_test_acc"]
+                           for p in folder.glob("seed*.metrics.json")}
+    before, after = load(base), load(out)
+    seeds = sorted(set(before) & set(after))
+    if len(seeds) < 2:
+        sys.exit(f"{base} and {out} share {len(seeds)} seed(s); a comparison needs 2 or more")
+    columns = [[before[s] for s in seeds], [after[s] for s in seeds], [after[s] - before[s] for s in seeds]]
+    se = lambda values: statistics.stdev(values) / len(values) ** 0.5
+    lines = [f"| seed | {base.name} | {out.name} | difference |", "| ---: | ---: | ---: | ---: |"]
+    lines += [f"| {s} | {b:.2f} | {a:.2f} | {a - b:+.2f} |" for s, b, a in zip(seeds, columns[0], columns[1])]
+    lines.append(f"| mean of {len(seeds)} (se) | {statistics.mean(columns[0]):.3f} ({se(columns[0]):.3f}) | "
+                 f"{statistics.mean(columns[1]):.3f} ({se(columns[1]):.3f}) | "
+                 f"{statistics.mean(columns[2]):+.3f} ({se(columns[2]):.3f}) |")
+    lines.append(f"| worst; >= 99.4 | {min(columns[0]):.2f}; {sum(v >= 99.4 for v in columns[0])}/{len(seeds)} | "
+                 f"{min(columns[1]):.2f}; {sum(v >= 99.4 for v in columns[1])}/{len(seeds)} | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for seedS.metrics.json / seedS.config.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each gets one CPU thread when > 1)")
     parser.add_argument("--table-only", action="store_true", help="tabulate the runs already in --out")
+    parser.add_argument("--versus", type=Path, help="also compare with the same seeds' runs in this folder (a lever)")
     parser.add_argument("overrides", nargs="*", help="mnist-train overrides, after --")
     args = parser.parse_args()
     if not args.table_only:
@@ -109,6 +132,8 @@ def main() -> None:
             parser.error("give the mnist-train overrides after --, e.g. -- +experiment=s4_8k")
         run_seeds(args.overrides, args.seeds, args.jobs, args.out)
     print(tables(args.out))
+    if args.versus is not None:
+        print("\n" + paired(args.versus, args.out))
 
 
 if __name__ == "__main__":
