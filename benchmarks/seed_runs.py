@@ -2,7 +2,7 @@
 
     python benchmarks/seed_runs.py --out docs/results/s4_8k --seeds 11 12 13 -- +experiment=s4_8k
     python benchmarks/seed_runs.py --out docs/results/s4_8k --table-only      # the table of runs already there
-    python benchmarks/seed_runs.py --out docs/results/t21_shear10 --table-only --versus docs/results/small_end_t21
+    python benchmarks/seed_runs.py --out docs/results/small_end_t21_shear10 --table-only --versus docs/results/small_end_t21
 
 Runs ``mnist-train <overrides> seed=S`` for each seed, ``--jobs`` at a time with one CPU thread
 each (on a GPU machine: one after another unless told otherwise), copies each run's
@@ -48,11 +48,16 @@ def run_seeds(overrides: List[str], seeds: List[int], jobs: int, out: Path) -> N
             shutil.copy(run_dir / ".hydra" / "config.yaml", out / f"seed{seed}.config.yaml")
 
 
+def load_metrics(out: Path) -> Dict[int, dict]:
+    """The ``seedS.metrics.json`` runs in ``out``, by seed, in seed order."""
+    seed_of = lambda p: int(p.name[4:].split(".")[0])
+    return {seed_of(p): json.loads(p.read_text()) for p in sorted(out.glob("seed*.metrics.json"), key=seed_of)}
+
+
 def tables(out: Path) -> str:
-    runs = sorted(out.glob("seed*.metrics.json"), key=lambda p: int(p.name[4:].split(".")[0]))
-    if not runs:
+    metrics = load_metrics(out)
+    if not metrics:
         sys.exit(f"no seed*.metrics.json in {out}")
-    metrics = {int(p.name[4:].split(".")[0]): json.loads(p.read_text()) for p in runs}
     epochs = max(len(m["history"]) for m in metrics.values())
     lines = ["| epoch | " + " | ".join(str(e) for e in range(1, epochs + 1)) + " |",
              "| --- |" + " --- |" * epochs]
@@ -100,9 +105,7 @@ def headline(metrics: Dict[int, dict]) -> str:
 def paired(base: Path, out: Path) -> str:
     """The runs in ``out`` against those of the same seeds in ``base`` (a lever's two levels, seed by seed): the
     min of the last k epochs of each, their difference, and the mean of each column with its standard error."""
-    load = lambda folder: {int(p.name[4:].split(".")[0]): json.loads(p.read_text())["min_last_k_test_acc"]
-                           for p in folder.glob("seed*.metrics.json")}
-    before, after = load(base), load(out)
+    before, after = ({s: m["min_last_k_test_acc"] for s, m in load_metrics(folder).items()} for folder in (base, out))
     seeds = sorted(set(before) & set(after))
     if len(seeds) < 2:
         sys.exit(f"{base} and {out} share {len(seeds)} seed(s); a comparison needs 2 or more")
