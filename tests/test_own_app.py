@@ -82,10 +82,12 @@ def test_a_sweep_whose_every_trial_failed_exits_non_zero_whatever_the_failure_ra
                  "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.study_name=one_completes") == 0
 
 
-@pytest.mark.parametrize("raised, kept_it", [(optuna.TrialPruned(), False), (KeyboardInterrupt(), False),
-                                             (RuntimeError("diverged"), True), (ValueError("bad width"), True)])
-def test_only_a_jobs_own_failure_is_kept_not_a_prune_or_an_interrupt(raised, kept_it):
+@pytest.mark.parametrize("make, kept_it", [(optuna.TrialPruned, False), (KeyboardInterrupt, False),
+                                           (lambda: RuntimeError("diverged"), True), (lambda: ValueError("bad width"), True)])
+def test_only_a_jobs_own_failure_is_kept_not_a_prune_or_an_interrupt(make, kept_it):
     from sweeper.tracebacks import KeepTraceback, kept
+
+    raised = make()  # a fresh exception each run: a reused one carries the traceback of its earlier raise
 
     def task(cfg):
         raise raised
