@@ -246,8 +246,8 @@ def test_under_repeats_the_median_is_taken_over_every_trial_whose_first_repeat_r
     for trial in [past(TrialState.COMPLETE, 99.5, repeats_run=3), past(TrialState.COMPLETE, 99.4, repeats_run=3),
                   *[past(TrialState.PRUNED, v, repeats_run=1, raced_out_after=1) for v in (99.0, 99.1, 99.2)],
                   past(TrialState.RUNNING, 99.15, repeats_run=1),  # its first repeat done, the second running
-                  *[past(TrialState.PRUNED, 99.9, repeats_run=0, pruned_at_step=8) for _ in range(3)],  # cut by the pruner
-                  *[past(TrialState.RUNNING, 99.9, repeats_run=0) for _ in range(3)],  # its first repeat running
+                  *[past(TrialState.PRUNED, 99.9, pruned_at_step=8) for _ in range(3)],  # cut by the pruner
+                  *[past(TrialState.RUNNING, 99.9) for _ in range(3)],  # its first repeat running (no repeats_run yet)
                   *[past(TrialState.FAIL, 99.9, repeats_run=1) for _ in range(3)]]:  # a failed one's points run again
         study.add_trial(trial)
     trial = study.ask()
@@ -261,5 +261,13 @@ def test_under_repeats_the_median_is_taken_over_every_trial_whose_first_repeat_r
     # (any group of three 99.9s above counted would lift the median to 99.4)
     trial.report(99.1, 9)  # its best so far is still 99.3: the pool has nothing at step 9
     assert bool(repeated.prune(study, study._storage.get_trial(trial._trial_id))) is False
+    # what the pruner is shown as the study; other questions are the study's own answers
+    from sweeper.samplers import _FirstRepeatsAsComplete
+
+    seen = _FirstRepeatsAsComplete(study)
+    assert [t.number for t in seen.get_trials()] == [t.number for t in study.get_trials()]
+    assert [t.number for t in seen.get_trials(states=(TrialState.PRUNED,))] == list(range(2, 5)) + list(range(6, 9))
+    assert [t.number for t in seen.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))] == [0, 1, 2, 3, 4, 5]
+    assert seen.direction == study.direction and seen.study_name == study.study_name
     hyperband = OmegaConf.create({"_target_": "optuna.pruners.HyperbandPruner"})
     assert type(make_pruner(hyperband, repeated=True)) is optuna.pruners.HyperbandPruner  # samplers look for its type

@@ -6,6 +6,7 @@ behaviour end to end; these make the default ``pytest`` catch it too.
 """
 
 import os
+import sys
 import time
 
 import optuna
@@ -88,6 +89,44 @@ def test_over_budget_is_rejected_untrained_and_exactly_at_budget_may_train():
     assert frozen.state == TrialState.RUNNING and frozen.user_attrs["launched"] is True
     assert frozen.user_attrs["budget_excess"] == 0.0 and frozen.user_attrs["overrides"] == [
         "x=3", "hydra.sweeper.budget.max=9"]
+
+
+def test_a_base_config_that_fails_as_the_trial_did_stops_the_sweep_and_one_that_builds_or_fails_otherwise_does_not():
+    from sweeper.errors import SweepError
+
+    gate = claim_step().gate
+    study = study_with()
+    verdict = gate.check(study.ask(), ["x=3", "no_such_key=1"])  # unbuildable: recorded, not launched
+    assert verdict is not None and not verdict.rejected and "no_such_key" in verdict.message
+    with pytest.raises(SweepError) as info:  # the same error without the searched x: the sweep's own fault
+        gate.check_base_config(["no_such_key=1"], verdict.message)
+    assert str(info.value) == ("every trial would fail: the sweep's config cannot be built even without the "
+                               f"searched values: {verdict.message}")
+    assert gate.check_base_config(["hydra.sweeper.budget.max=9"], verdict.message) is None  # it builds: the trial's fault
+    assert gate.check_base_config(["other_key=1"], verdict.message) is None  # it fails otherwise: left to the trial
+
+
+def test_the_budget_gate_describes_itself_and_is_off_without_a_measure():
+    on, off = claim_step().gate, BudgetGate(load_toy, None, "x2")
+    assert on.active and not off.active
+    assert on.describe() == ("x2 = tests.toy_app.measure.x_squared(cfg), over hydra.sweeper.budget.max: "
+                             "recorded, never trained")
+    assert off.describe() == "none (hydra.sweeper.budget.measure is not set)"
+    assert off.check(study_with(5).ask(), ["x=5"]) is None  # no measure: nothing is over budget
+
+
+def test_the_constraint_handed_to_optuna_4_samplers_is_the_budget_excess_under_either_name():
+    from optuna.trial import create_trial
+
+    from sweeper.trials import budget_constraint
+
+    def trial(**attrs):
+        return create_trial(state=TrialState.FAIL, user_attrs=attrs)
+
+    assert budget_constraint(trial(budget_excess=7)) == (7.0,) and type(budget_constraint(trial(budget_excess=7))[0]) is float
+    assert budget_constraint(trial(budget_excess=-3.5)) == (-3.5,)
+    assert budget_constraint(trial(params_over_budget=12)) == (12.0,)  # a study of an earlier version
+    assert budget_constraint(trial()) == (0.0,)  # nothing measured: feasible
 
 
 def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
@@ -386,10 +425,20 @@ def test_each_parallel_trial_gets_its_thread_share_where_the_app_named_a_key():
 
     share = job_threads(None, 2)
     assert share == max(1, (os.cpu_count() or 1) // 2)
+    assert job_threads(1, 8) == 1 and job_threads(6, 2) == 6  # as configured, whatever the cores
     assert job_overrides(["x=1"], "trainer.threads", None, 2) == ["x=1", f"++trainer.threads={share}"]
     assert job_overrides(["x=1"], "trainer.threads", 3, 2) == ["x=1", "++trainer.threads=3"]
     assert job_overrides(["x=1", "trainer.threads=4"], "trainer.threads", 1, 2) == ["x=1", "trainer.threads=4"]  # the user's
     assert job_overrides(["x=1"], None, 1, 2) == ["x=1"]  # an app that named no key is left as it is
+
+
+@pytest.mark.parametrize("cores, n_jobs, share", [(5, 2, 2), (5, 1, 5), (1, 4, 1), (None, 1, 1), (None, 3, 1)])
+def test_a_jobs_thread_share_is_a_whole_number_of_the_cores_and_one_where_they_are_unknown(monkeypatch, cores, n_jobs, share):
+    from sweeper.workers import job_overrides, job_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert job_threads(None, n_jobs) == share and type(job_threads(None, n_jobs)) is int
+    assert job_overrides([], "threads", None, n_jobs) == [f"++threads={share}"]  # "2.5" would fail the job's int key
 
 
 def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_longer(tmp_path):
@@ -504,3 +553,88 @@ def test_stopping_workers_sends_the_signal_again_to_one_that_could_not_take_it_y
     codes = stop_workers([late, quick])
     assert codes[0] == 143 and codes[1] != -9  # each ended by SIGTERM, none killed
     assert time.monotonic() - started < 30  # the minute's wait and the kill were not needed
+
+
+# ------------------------------------------------------------------ a failed job's traceback, and the sampler's parts
+
+
+def test_a_jobs_traceback_is_written_whole_into_a_folder_made_for_it_and_kept_on_the_trial_where_it_cannot_be(tmp_path):
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from sweeper.tracebacks import ERROR_LOG, keep, kept, tail
+
+    def in_output_dir(folder):
+        cfg = load_toy([])
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(folder)
+        HydraConfig.instance().set_config(cfg)
+
+    def fail():
+        raise ValueError("bad width X")
+
+    try:
+        fail()
+    except ValueError as exc:
+        caught = exc
+    whole = "".join(traceback.format_exception(type(caught), caught, caught.__traceback__))
+    assert whole.startswith("Traceback (most recent call last):\n") and whole.endswith("ValueError: bad width X\n")
+    folder = tmp_path / "sweep" / "3"  # neither it nor its parent exists yet
+    try:
+        in_output_dir(folder)
+        keep(caught, caught.__traceback__)
+        assert kept(caught) == (whole, str(folder / ERROR_LOG)) and (folder / ERROR_LOG).read_text() == whole
+        (tmp_path / "a_file").write_text("")
+        in_output_dir(tmp_path / "a_file" / "3")  # a folder that cannot be made: the text is still kept
+        second = RuntimeError("again")
+        keep(second, None)
+        assert kept(second) == ("RuntimeError: again\n", None)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert tail(whole) == "\n".join(whole.splitlines()[-15:]) and tail(whole, 1) == "ValueError: bad width X"
+    assert tail("a\nb\nc\n\n\n", 2) == "b\nc"  # trailing blank lines are not lines of the traceback
+    assert tail("x\nError: ends in spaces  \n", 1) == "Error: ends in spaces  "
+
+
+def test_motpe_is_tpe_with_the_official_configs_candidates_and_every_other_keyword_passed_on():
+    from sweeper.samplers import motpe
+
+    assert motpe()._n_ei_candidates == 24  # hydra-optuna-sweeper's motpe.yaml: n_ehvi_candidates: 24
+    sampler = motpe(n_ehvi_candidates=8, n_startup_trials=3, seed=5)
+    assert type(sampler) is optuna.samplers.TPESampler and sampler._n_ei_candidates == 8
+    assert sampler._n_startup_trials == 3
+
+
+def test_a_module_is_importable_when_found_or_imported_and_not_when_its_import_is_known_to_fail(tmp_path, monkeypatch):
+    from sweeper.samplers import _importable
+
+    (tmp_path / "never_imported_here.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "never_imported_here" not in sys.modules and _importable("never_imported_here")
+    assert _importable("json") and not _importable("no_such_module_anywhere")
+    monkeypatch.setitem(sys.modules, "never_imported_here", None)  # how a failed import is remembered
+    assert not _importable("never_imported_here")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_worker_ignores_ctrl_c_and_is_sent_sigterm_when_the_process_that_started_it_dies():
+    """What start_workers runs in each worker before its command (preexec_fn), run here and undone."""
+    import ctypes
+    import signal
+
+    from sweeper.workers import _end_with_parent
+
+    libc, asked = ctypes.CDLL("libc.so.6", use_errno=True), ctypes.c_int()
+    handler = signal.getsignal(signal.SIGINT)
+    libc.prctl(2, ctypes.byref(asked))  # PR_GET_PDEATHSIG
+    before = asked.value
+    try:
+        _end_with_parent()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the starting process's to handle
+        libc.prctl(2, ctypes.byref(asked))
+        assert asked.value == signal.SIGTERM  # never orphaned: recorded as interrupted when its parent dies
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        libc.prctl(1, before)
