@@ -8,6 +8,7 @@ behaviour end to end; these make the default ``pytest`` catch it too.
 import os
 import sys
 import time
+import warnings
 
 import optuna
 import pytest
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 import sweeper.config  # noqa: F401  registers hydra/sweeper=optuna_budget (the toy config selects it)
 from sweeper.api import SweepTrial
-from sweeper.budget import BudgetGate
+from sweeper.budget import BudgetGate, Verdict
 from sweeper.claim import ClaimStep
 from sweeper.liveness import (
     HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, settle_stopped_workers,
@@ -149,10 +150,15 @@ def test_a_running_trial_counts_so_the_next_claim_waits():
 def test_a_trained_point_proposed_again_is_recorded_and_never_launched():
     study, claim = study_with(2, 2), claim_step(n_trials=3)
     train(study, claim(study, SPACE, FIXED, "0"))
-    again = claim(study, SPACE, FIXED, "0")
-    assert again.action == "skip" and again.verdict.duplicate
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        again = claim(study, SPACE, FIXED, "0")
+    assert not warned  # told FAIL as such, not as a value Optuna could not read
+    assert again.action == "skip" and again.overrides == ["x=2", "hydra.sweeper.budget.max=9"]
+    assert again.verdict == Verdict(False, None, "the same parameters as trial 0", duplicate=True)
     frozen = study.trials[1]
     assert frozen.state == TrialState.FAIL and frozen.user_attrs["rejected"] == "duplicate"
+    assert frozen.user_attrs["overrides"] == ["x=2", "hydra.sweeper.budget.max=9"]  # what the results table shows
     assert frozen.user_attrs["reason"] == "the same parameters as trial 0" and "launched" not in frozen.user_attrs
 
 
@@ -638,3 +644,49 @@ def test_a_worker_ignores_ctrl_c_and_is_sent_sigterm_when_the_process_that_start
     finally:
         signal.signal(signal.SIGINT, handler)
         libc.prctl(1, before)
+
+
+def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wrapper():
+    from hydra.errors import InstantiationException
+
+    from sweeper.errors import SweepError, one_line
+
+    with pytest.raises(Exception) as info:
+        load_toy(["optimizer=nope"])
+    assert "Config search path:" in str(info.value)  # Hydra's message: the options, then where it looked
+    assert one_line(info.value) == "In 'toy': Could not find 'optimizer/nope'; Available options in 'optimizer': adam, sgd"
+    try:
+        try:
+            raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
+        except SweepError as exc:
+            raise InstantiationException("Error in call to target 'sweeper.x':\nSweepError(...)\nfull_key: hydra.sweeper") from exc
+    except InstantiationException as wrapped:
+        assert one_line(wrapped) == "hydra.sweeper.repeats.n=0 must be at least 1"
+
+
+def test_an_interrupt_is_named_by_its_signal():
+    import signal
+
+    from sweeper.interrupts import Interrupted
+
+    stop = Interrupted(signal.SIGTERM)
+    assert str(stop) == "SIGTERM" and stop.signum == signal.SIGTERM and str(Interrupted(signal.SIGHUP)) == "SIGHUP"
+
+
+def test_an_exception_that_takes_no_attributes_is_failed_all_the_same():
+    """Frozen exception types (a frozen dataclass: AttributeError; pydantic's v1 models: TypeError)."""
+    import dataclasses
+
+    from sweeper.tracebacks import keep, kept
+
+    @dataclasses.dataclass(frozen=True)
+    class FrozenError(Exception):
+        what: str
+
+    class ImmutableError(Exception):
+        def __setattr__(self, name, value):
+            raise TypeError(f'"{type(self).__name__}" is immutable and does not support item assignment')
+
+    for exc in (FrozenError("bad"), ImmutableError("bad")):
+        keep(exc, None)  # no error of its own: the job's failure is still the exception raised
+        assert kept(exc) == (None, None)
