@@ -13,6 +13,7 @@ import warnings
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
@@ -655,6 +656,16 @@ def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wr
         load_toy(["optimizer=nope"])
     assert "Config search path:" in str(info.value)  # Hydra's message: the options, then where it looked
     assert one_line(info.value) == "In 'toy': Could not find 'optimizer/nope'; Available options in 'optimizer': adam, sgd"
+    with pytest.raises(Exception) as info:
+        load_toy(["x=[1,"])
+    assert "See https://hydra.cc" in str(info.value)  # the grammar's link: noise on one line
+    assert one_line(info.value) == "no viable alternative at input '[1,'"
+    strict = OmegaConf.create({"model": {"width": 3}})
+    OmegaConf.set_struct(strict, True)
+    with pytest.raises(Exception) as info:
+        strict.model.widht
+    assert "full_key: model.widht" in str(info.value) and "object_type=dict" in str(info.value)
+    assert one_line(info.value) == "Key 'widht' is not in struct"
     try:
         try:
             raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
