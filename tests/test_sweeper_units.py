@@ -5,6 +5,7 @@ Hydra, real pruners. The command-line tests (test_sweeper.py, test_any_app.py) c
 behaviour end to end; these make the default ``pytest`` catch it too.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -647,6 +648,16 @@ def test_a_worker_ignores_ctrl_c_and_is_sent_sigterm_when_the_process_that_start
         libc.prctl(1, before)
 
 
+@dataclasses.dataclass
+class TypedTrainer:
+    epochs: int = 20
+
+
+@dataclasses.dataclass
+class Typed:
+    trainer: TypedTrainer = dataclasses.field(default_factory=TypedTrainer)
+
+
 def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wrapper():
     from hydra.errors import InstantiationException
 
@@ -660,12 +671,12 @@ def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wr
         load_toy(["x=[1,"])
     assert "See https://hydra.cc" in str(info.value)  # the grammar's link: noise on one line
     assert one_line(info.value) == "no viable alternative at input '[1,'"
-    strict = OmegaConf.create({"model": {"width": 3}})
-    OmegaConf.set_struct(strict, True)
+    typed = OmegaConf.structured(Typed)
     with pytest.raises(Exception) as info:
-        strict.model.widht
-    assert "full_key: model.widht" in str(info.value) and "object_type=dict" in str(info.value)
-    assert one_line(info.value) == "Key 'widht' is not in struct"
+        typed.trainer.epochs = "many"
+    for where in ("full_key: trainer.epochs", "reference_type=TypedTrainer", "object_type=TypedTrainer"):
+        assert where in str(info.value)  # OmegaConf's lines on where the value was: noise on one line
+    assert one_line(info.value) == "Value 'many' of type 'str' could not be converted to Integer"
     try:
         try:
             raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
@@ -686,8 +697,6 @@ def test_an_interrupt_is_named_by_its_signal():
 
 def test_an_exception_that_takes_no_attributes_is_failed_all_the_same():
     """Frozen exception types (a frozen dataclass: AttributeError; pydantic's v1 models: TypeError)."""
-    import dataclasses
-
     from sweeper.tracebacks import keep, kept
 
     @dataclasses.dataclass(frozen=True)
