@@ -65,6 +65,7 @@ def test_min_under_maximize_races_out_on_one_repeat_below_the_best_and_keeps_a_t
     assert not made.raced_out([1.0], incumbent=None, direction="maximize")  # nothing completed yet
     assert not made.raced_out([1.0, 1.0, 1.0], incumbent=5.0, direction="maximize")  # all ran: it completes
     assert repeats(aggregate="max", directions=("minimize",)).raced_out([5.1], incumbent=5.0, direction="minimize")
+    assert not repeats(aggregate="max", directions=("minimize",)).raced_out([5.0], incumbent=5.0, direction="minimize")  # a tie
 
 
 def test_mean_races_only_when_even_the_bound_on_every_repeat_left_cannot_reach_the_best():

@@ -686,6 +686,26 @@ def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wr
         assert one_line(wrapped) == "hydra.sweeper.repeats.n=0 must be at least 1"
 
 
+def test_one_line_folds_the_options_after_their_heading_and_adds_an_omegaconf_cause_once():
+    from omegaconf.errors import ConfigKeyError
+
+    from sweeper.errors import one_line
+
+    said = ValueError("Could not override 'optimizer'.\nNo match in the defaults list.\n"
+                      "Available options in 'optimizer':\n\tadam\n\tsgd\nPick one of them.")
+    assert one_line(said) == ("Could not override 'optimizer'.; No match in the defaults list.; "
+                              "Available options in 'optimizer': adam, sgd; Pick one of them.")
+    assert one_line(ValueError()) == "ValueError" and one_line(ValueError("\n \n")) == "ValueError"  # nothing to say
+    for cause, line in [(ConfigKeyError("Key 'lr' is not in struct\n    full_key: optim.lr"),
+                         "cannot set optim.lr; Key 'lr' is not in struct"),
+                        (ConfigKeyError(""), "cannot set optim.lr"),  # a cause with nothing to add
+                        (ConfigKeyError("cannot set optim.lr"), "cannot set optim.lr")]:  # nor one said already
+        try:
+            raise ValueError("cannot set optim.lr") from cause
+        except ValueError as exc:
+            assert one_line(exc) == line
+
+
 def test_an_interrupt_is_named_by_its_signal():
     import signal
 
