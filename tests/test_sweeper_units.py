@@ -706,6 +706,32 @@ def test_one_line_folds_the_options_after_their_heading_and_adds_an_omegaconf_ca
             assert one_line(exc) == line
 
 
+def test_a_misspelt_sweeper_key_is_found_through_the_chain_and_another_configs_key_is_left_to_hydra():
+    from omegaconf.errors import ConfigKeyError
+
+    from sweeper.errors import SweepError, sweeper_error_line
+
+    def raised(inner, outer="Error merging override"):
+        try:
+            try:
+                raise inner
+            except Exception:
+                raise ValueError(outer)  # implicitly chained, as Hydra's composition re-raises
+        except ValueError as exc:
+            return exc
+
+    assert sweeper_error_line(raised(SweepError("hydra.sweeper.n_jobs=0 must be at least 1"))) == (
+        "hydra.sweeper.n_jobs=0 must be at least 1")
+    typo = "Key 'n_trail' not in 'OptunaBudgetSweeperConf'"
+    said = "hydra.sweeper.n_trail: no such setting; did you mean hydra.sweeper.n_trials?"
+    assert sweeper_error_line(raised(ConfigKeyError(f"{typo}\n    full_key: hydra.sweeper.n_trail"))) == said
+    assert sweeper_error_line(raised(ConfigKeyError(typo))) == said  # no full_key line: the sweeper's own level
+    assert sweeper_error_line(raised(ConfigKeyError("Key 'sed' not in 'RandomSamplerConf'\n    full_key: hydra.sweeper.sampler.sed"))) == (
+        "hydra.sweeper.sampler.sed: no such setting; did you mean hydra.sweeper.sampler.seed?")
+    for schema in ("TrainConf", "ConfigStore"):  # the app's own schema, though one is named like a class the sweeper imports
+        assert sweeper_error_line(raised(ConfigKeyError(f"Key 'lrr' not in '{schema}'\n    full_key: optim.lrr"))) is None
+
+
 def test_an_interrupt_is_named_by_its_signal():
     import signal
 
