@@ -231,6 +231,18 @@ def test_the_reporter_stores_every_scalar_result():
     assert "history" not in attrs and "nested" not in attrs
 
 
+def test_a_run_resumed_after_its_last_epoch_still_stores_its_whole_curve():
+    """A run stopped after its last epoch's checkpoint resumes with no epoch left: its trial's curve is the
+    restored history's, stored at the end, and the validation curve beside it."""
+    study = optuna.create_study(direction="maximize")
+    reporter, trial = reporter_on(study)
+    history = [{"test_acc": 97.0, "val_acc": 96.0}, {"test_acc": 98.0, "val_acc": 97.5}, {"test_acc": 98.5}]
+    reporter.on_resumed(3, history)
+    reporter.on_train_end({"best_test_acc": 98.5, "history": history})
+    attrs = study.trials[trial.number].user_attrs
+    assert attrs["curve"] == [97.0, 98.0, 98.5] and attrs["val_curve"] == [96.0, 97.5, None]
+
+
 # ------------------------------------------------------------------ liveness
 
 
@@ -730,6 +742,11 @@ def test_a_misspelt_sweeper_key_is_found_through_the_chain_and_another_configs_k
         "hydra.sweeper.sampler.sed: no such setting; did you mean hydra.sweeper.sampler.seed?")
     for schema in ("TrainConf", "ConfigStore"):  # the app's own schema, though one is named like a class the sweeper imports
         assert sweeper_error_line(raised(ConfigKeyError(f"Key 'lrr' not in '{schema}'\n    full_key: optim.lrr"))) is None
+    from sweeper.config import SWEEPER_TARGET
+
+    unexpected = TypeError("__init__() got an unexpected keyword argument 'n_trail'")
+    assert sweeper_error_line(raised(unexpected, f"Error in call to target '{SWEEPER_TARGET}'")) == said
+    assert sweeper_error_line(raised(unexpected, "Error in call to target 'app.Model'")) is None  # the app's own class
 
 
 def test_an_interrupt_is_named_by_its_signal():
