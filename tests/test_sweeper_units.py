@@ -241,6 +241,39 @@ def test_a_run_resumed_after_its_last_epoch_still_stores_its_whole_curve():
     reporter.on_train_end({"best_test_acc": 98.5, "history": history})
     attrs = study.trials[trial.number].user_attrs
     assert attrs["curve"] == [97.0, 98.0, 98.5] and attrs["val_curve"] == [96.0, 97.5, None]
+    assert TrialReporter().metric == "test_acc"  # what mnist_arch's trainer reports, the default
+    with pytest.raises(KeyError, match=r"the epoch record has no 'test_acc'; it has: loss, acc"):
+        reporter.on_epoch_end(4, {"loss": 0.1, "acc": 99.0})
+
+
+def test_a_finished_trials_results_wait_out_a_brief_outage_and_name_the_trial_and_its_folder(tmp_path, caplog, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from sqlalchemy.exc import OperationalError
+
+    study = optuna.create_study(direction="maximize")
+    reporter, trial = reporter_on(study)
+    stored, calls = reporter.trial._trial.set_user_attr, []
+
+    def unreachable_once(key, value):
+        calls.append(key)
+        if len(calls) == 1:
+            raise OperationalError("INSERT ...", {}, Exception("server closed the connection unexpectedly"))
+        stored(key, value)
+
+    monkeypatch.setattr(reporter.trial._trial, "set_user_attr", unreachable_once)
+    cfg = load_toy([])
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "sweep" / "0")
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with caplog.at_level("WARNING", logger="sweeper.storage"):
+            reporter.on_train_end({"best_test_acc": 98.5})
+    finally:
+        HydraConfig.instance().cfg = None
+    assert f"storing the results of trial {trial.number}: database unreachable" in caplog.text
+    attrs = study.trials[trial.number].user_attrs
+    assert attrs["best_test_acc"] == 98.5 and attrs["output_dir"] == str(tmp_path / "sweep" / "0")
 
 
 # ------------------------------------------------------------------ liveness
