@@ -272,3 +272,10 @@ def test_under_repeats_the_median_is_taken_over_every_trial_whose_first_repeat_r
     assert seen.direction == study.direction and seen.study_name == study.study_name
     hyperband = OmegaConf.create({"_target_": "optuna.pruners.HyperbandPruner"})
     assert type(make_pruner(hyperband, repeated=True)) is optuna.pruners.HyperbandPruner  # samplers look for its type
+
+
+def test_the_sweeps_start_names_its_repeats_as_configured():
+    assert repeats(n=1).describe() == "none"
+    assert repeats(race=False).describe() == "3 per trial (seed = 5, 6, 7), min"
+    assert repeats(aggregate="mean", bound=100).describe() == "3 per trial (seed = 5, 6, 7), mean, raced (bound 100)"
+    assert repeats(n=2, values=[11, 13]).describe() == "2 per trial (seed = 11, 13), min, raced"

@@ -203,6 +203,14 @@ def test_a_pruner_that_always_prunes_stops_the_trial_and_records_the_epoch():
     assert frozen.user_attrs["pruned_at_step"] == 1 and frozen.intermediate_values == {1: 97.0}
 
 
+def test_a_pruned_trial_says_when_and_at_what_value(caplog):
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    reporter, trial = reporter_on(study)
+    with caplog.at_level("INFO", logger="sweeper.reporter"):
+        assert reporter.on_epoch_end(2, {"test_acc": 97.125, "epochs": 3}) is True
+    assert f"trial {trial.number} pruned after epoch 2 (test_acc 97.12)" in caplog.messages
+
+
 def test_the_last_epoch_is_never_pruned():
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
     reporter, trial = reporter_on(study)
@@ -780,6 +788,14 @@ def test_a_misspelt_sweeper_key_is_found_through_the_chain_and_another_configs_k
     unexpected = TypeError("__init__() got an unexpected keyword argument 'n_trail'")
     assert sweeper_error_line(raised(unexpected, f"Error in call to target '{SWEEPER_TARGET}'")) == said
     assert sweeper_error_line(raised(unexpected, "Error in call to target 'app.Model'")) is None  # the app's own class
+
+
+def test_squashed_folds_white_space_and_cuts_only_where_asked():
+    from sweeper.errors import squashed
+
+    said = OSError("disk I/O error\n\t(sqlite3.OperationalError)   near the end")
+    assert squashed(said) == "disk I/O error (sqlite3.OperationalError) near the end"
+    assert squashed(said, 14) == "disk I/O error" and squashed("short", 200) == "short"
 
 
 def test_an_interrupt_is_named_by_its_signal():
