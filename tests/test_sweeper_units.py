@@ -822,3 +822,26 @@ def test_an_exception_that_takes_no_attributes_is_failed_all_the_same():
     for exc in (FrozenError("bad"), ImmutableError("bad")):
         keep(exc, None)  # no error of its own: the job's failure is still the exception raised
         assert kept(exc) == (None, None)
+
+
+def test_a_callable_named_with_a_leading_dot_is_found_beside_the_apps_script(tmp_path, monkeypatch):
+    import importlib.util
+    import types
+
+    from sweeper.locate import locate_callable
+
+    (tmp_path / "my_app.py").write_text("def task(cfg):\n    return 0\n\ndef measure(cfg):\n    return 'from the file'\n")
+    (tmp_path / "helpers" / "budget").mkdir(parents=True)
+    (tmp_path / "helpers" / "budget" / "params.py").write_text("def count(cfg):\n    return 7\n")
+    spec = importlib.util.spec_from_file_location("my_app", tmp_path / "my_app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert locate_callable(".helpers.budget.params.count", app.task)(None) == 7  # a module in a folder beside it
+    assert locate_callable("json.dumps", app.task) is __import__("json").dumps  # no dot: a dotted import path
+    running = types.ModuleType("__main__")  # the app's script, run as `python my_app.py`
+    running.__file__ = str(tmp_path / "my_app.py")
+    running.measure = lambda cfg: "the running script's"
+    monkeypatch.setitem(sys.modules, "__main__", running)
+    assert locate_callable(".my_app.measure", app.task)(None) == "the running script's"  # not run a second time
+    with pytest.raises(ImportError, match="no file .*missing.py"):
+        locate_callable(".missing.fn", app.task)
