@@ -843,5 +843,7 @@ def test_a_callable_named_with_a_leading_dot_is_found_beside_the_apps_script(tmp
     running.measure = lambda cfg: "the running script's"
     monkeypatch.setitem(sys.modules, "__main__", running)
     assert locate_callable(".my_app.measure", app.task)(None) == "the running script's"  # not run a second time
+    (tmp_path / "my-helpers.py").write_text("def fn(cfg):\n    return __name__\n")
+    assert locate_callable(".my-helpers.fn", app.task)(None) == "my_helpers"  # a file name no import could spell
     with pytest.raises(ImportError, match="no file .*missing.py"):
         locate_callable(".missing.fn", app.task)
