@@ -93,6 +93,11 @@ def test_over_budget_is_rejected_untrained_and_exactly_at_budget_may_train():
     assert frozen.user_attrs["budget_excess"] == 0.0 and frozen.user_attrs["overrides"] == [
         "x=3", "hydra.sweeper.budget.max=9"]
 
+    # a limit interpolated from the app's own key (mnist_arch: ${budget.max_params}) is named by that key
+    gate, study = claim_step().gate, study_with()
+    verdict = gate.check(study.ask(), ["x=4", "+limit=10", "hydra.sweeper.budget.max=${limit}"])
+    assert verdict.rejected and verdict.message == "x2=16 > limit=10" and study.trials[0].user_attrs["budget_max"] == 10
+
 
 def test_a_base_config_that_fails_as_the_trial_did_stops_the_sweep_and_one_that_builds_or_fails_otherwise_does_not():
     from sweeper.errors import SweepError
