@@ -2,6 +2,7 @@
 (seconds each): a failing job's traceback kept, group options checked before any trial, one-line errors."""
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -98,6 +99,69 @@ def test_only_a_jobs_own_failure_is_kept_not_a_prune_or_an_interrupt(make, kept_
     assert (text is not None) == kept_it and path is None  # no Hydra job around: no folder to write to
     if kept_it:
         assert "in task" in text and "KeepTraceback" not in text and text.rstrip().endswith(str(raised))
+
+
+# ------------------------------------------------------------------ what a sweep prints
+
+
+def printed(capsys, tmp_path):
+    """The sweep's lines as printed, less their timestamps; the test's folder as TMP, seconds as Ns."""
+    lines = [re.sub(r"^\[[^]]*\]\[HYDRA\] ", "", line) for line in capsys.readouterr().out.splitlines()]
+    return [re.sub(r"\| \d+s", "| Ns", line.replace(str(tmp_path), "TMP")) for line in lines]
+
+
+def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(1,2,4)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "steps=2",
+                 "hydra.sweeper.budget.measure=tests.toy_app.measure.x_squared", "hydra.sweeper.budget.max=9",
+                 "hydra.sweeper.repeats.n=2", "hydra.sweeper.n_complete_trials=2") == 0
+    assert printed(capsys, tmp_path) == [
+        "storage: sqlite:///TMP/sweeps.db (TMP/sweeps.db)",
+        "study: own (maximize objective), 0 of 3 trained trials done",
+        "sampler: GridSampler, pruner: MedianPruner (against every trial whose first repeat ran all its steps), n_jobs: 1",
+        "budget: budget_value <= 9, measured by tests.toy_app.measure.x_squared before launch (over-budget trials are "
+        "recorded, never trained)",
+        "repeats: 2 per trial (seed = 0, 1), mean",
+        "ends at 2 complete trials (or 3 trained)",
+        "checkpoints: TMP/sweeps.checkpoints (jobs that save them resume a stopped trial there)",
+        "search space: x: choice(1,2,4)",
+        "fixed: steps=2",
+        "Launching 1 jobs locally", "\t#0 : x=1 steps=2 seed=0", "trial 0 repeat 1 of 2 (seed=0): 1",
+        "Launching 1 jobs locally", "\t#0 : x=1 steps=2 seed=1",
+        "trial 0 COMPLETE 1 | 1 budget_value | 2 steps | Ns | best 1 (trial 0) | 2 left",
+        "trial 1 rejected: budget_value=16 > hydra.sweeper.budget.max=9",
+        "Launching 1 jobs locally", "\t#2 : x=2 steps=2 seed=0", "trial 2 repeat 1 of 2 (seed=0): 2",
+        "Launching 1 jobs locally", "\t#2 : x=2 steps=2 seed=1",
+        "trial 2 COMPLETE 2 | 4 budget_value | 2 steps | Ns | best 2 (trial 2) | 1 left",
+        "every one of the search space's 3 points has been tried (1 over budget or unbuildable): the sweep ends",
+        "best trial 2: objective = 2 with {'x': 2}",
+    ]
+    assert (tmp_path / "sweep" / "optimization_results.yaml").read_text() == (
+        "name: optuna\nbest_params:\n  x: 2\nbest_value: 2.0\n")
+    # minimize: the best is the least; a failed trial's line ends with its error
+    assert sweep(tmp_path, "x=choice(3,1,2)", "hydra/sweeper/sampler=grid", "hydra.sweeper.direction=minimize",
+                 "hydra.sweeper.study_name=least", "raise_on=[1]", "hydra.sweeper.max_failure_rate=1.0",
+                 "hydra.sweeper.n_trials=3") == 0
+    assert [line for line in printed(capsys, tmp_path) if line.startswith(("budget", "trial ", "best "))] == [
+        "budget: none (hydra.sweeper.budget.measure is not set)",
+        "trial 0 COMPLETE 3 | Ns | best 3 (trial 0) | 2 left",
+        "trial 1 COMPLETE 2 | Ns | best 2 (trial 1) | 1 left",
+        "trial 2 FAIL - | Ns | best 2 (trial 1) | 1 left | RuntimeError: boom at x=1 (traceback: TMP/sweep/2/error.log)",
+        "best trial 1: objective = 2 with {'x': 2}"]
+
+
+def test_a_multi_objective_sweep_prints_no_pruner_and_writes_its_pareto_front(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(1,2)", "hydra/sweeper/sampler=grid", "returns=tuple", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.budget.measure=tests.toy_app.measure.x_squared") == 0
+    lines = printed(capsys, tmp_path)
+    assert lines[1:4] == ["study: own (maximize/minimize objective/objective), 0 of 2 trained trials done",
+                          "sampler: GridSampler, pruner: none (Optuna prunes single-objective studies only), n_jobs: 1",
+                          "budget: budget_value <= none (recorded only), measured by tests.toy_app.measure.x_squared "
+                          "before launch (over-budget trials are recorded, never trained)"]
+    assert [line for line in lines if line.startswith(("trial ", "Pareto"))] == [
+        "trial 0 COMPLETE 1/-1 | 1 budget_value | Ns | 1 left", "trial 1 COMPLETE 2/-2 | 4 budget_value | Ns | 0 left",
+        "Pareto front: 1 trials"]
+    assert (tmp_path / "sweep" / "optimization_results.yaml").read_text() == (
+        "name: optuna\nsolutions:\n- params:\n    x: 2\n  values:\n  - 2.0\n  - -2.0\n")
 
 
 # ------------------------------------------------------------------ config-group options, checked at start
