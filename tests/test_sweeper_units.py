@@ -106,6 +106,7 @@ def test_a_base_config_that_fails_as_the_trial_did_stops_the_sweep_and_one_that_
     study = study_with()
     verdict = gate.check(study.ask(), ["x=3", "no_such_key=1"])  # unbuildable: recorded, not launched
     assert verdict is not None and not verdict.rejected and "no_such_key" in verdict.message
+    assert study.trials[0].user_attrs["error"] == f"cannot build the trial's config: {verdict.message}"  # the table's
     with pytest.raises(SweepError) as info:  # the same error without the searched x: the sweep's own fault
         gate.check_base_config(["no_such_key=1"], verdict.message)
     assert str(info.value) == ("every trial would fail: the sweep's config cannot be built even without the "
