@@ -105,7 +105,7 @@ def test_a_base_config_that_fails_as_the_trial_did_stops_the_sweep_and_one_that_
     gate = claim_step().gate
     study = study_with()
     verdict = gate.check(study.ask(), ["x=3", "no_such_key=1"])  # unbuildable: recorded, not launched
-    assert verdict is not None and not verdict.rejected and "no_such_key" in verdict.message
+    assert verdict == Verdict(False, None, verdict.message) and "no_such_key" in verdict.message
     assert study.trials[0].user_attrs["error"] == f"cannot build the trial's config: {verdict.message}"  # the table's
     with pytest.raises(SweepError) as info:  # the same error without the searched x: the sweep's own fault
         gate.check_base_config(["no_such_key=1"], verdict.message)
@@ -122,6 +122,10 @@ def test_the_budget_gate_describes_itself_and_is_off_without_a_measure():
                              "recorded, never trained")
     assert off.describe() == "none (hydra.sweeper.budget.measure is not set)"
     assert off.check(study_with(5).ask(), ["x=5"]) is None  # no measure: nothing is over budget
+    study = study_with()
+    assert on.check(study.ask(), ["x=5"]) is None  # measured with no limit: recorded, feasible for Optuna's samplers
+    assert {k: study.trials[0].user_attrs[k] for k in ("x2", "budget_max", "budget_excess")} == {
+        "x2": 25, "budget_max": None, "budget_excess": -1.0}
 
 
 def test_the_constraint_handed_to_optuna_4_samplers_is_the_budget_excess_under_either_name():
