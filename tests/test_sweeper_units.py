@@ -86,6 +86,7 @@ def test_over_budget_is_rejected_untrained_and_exactly_at_budget_may_train():
     assert frozen.user_attrs["rejected"] == "over_budget" and frozen.user_attrs["x2"] == 16
     assert frozen.user_attrs["reason"] == "x2=16 > hydra.sweeper.budget.max=9"
     assert frozen.user_attrs["budget_excess"] == 7.0 and frozen.user_attrs["budget_max"] == 9
+    assert 0 < frozen.user_attrs["budget_check_seconds"] < 30  # what the rejection cost: composing and measuring
     at = claim(study, SPACE, FIXED, "0")
     assert at.action == "run" and at.trial.params == {"x": 3}
     frozen = study.trials[1]
