@@ -502,6 +502,8 @@ def test_each_parallel_trial_gets_its_thread_share_where_the_app_named_a_key():
     assert job_overrides(["x=1"], "trainer.threads", 3, 2) == ["x=1", "++trainer.threads=3"]
     assert job_overrides(["x=1", "trainer.threads=4"], "trainer.threads", 1, 2) == ["x=1", "trainer.threads=4"]  # the user's
     assert job_overrides(["x=1"], None, 1, 2) == ["x=1"]  # an app that named no key is left as it is
+    for users in ("+trainer.threads=4", "++trainer.threads=4", "~trainer.threads"):  # added, forced or removed: theirs
+        assert job_overrides(["x=1", users], "trainer.threads", 1, 2) == ["x=1", users]
 
 
 @pytest.mark.parametrize("cores, n_jobs, share", [(5, 2, 2), (5, 1, 5), (1, 4, 1), (None, 1, 1), (None, 3, 1)])
@@ -858,3 +860,30 @@ def test_a_callable_named_with_a_leading_dot_is_found_beside_the_apps_script(tmp
     assert locate_callable(".my-helpers.fn", app.task)(None) == "my_helpers"  # a file name no import could spell
     with pytest.raises(ImportError, match="no file .*missing.py"):
         locate_callable(".missing.fn", app.task)
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_once_the_time_to_stop_is_up():
+    import subprocess
+    import threading
+
+    from sweeper.workers import stop_workers
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(120)"],
+                                stdout=subprocess.PIPE, text=True)
+    polite = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout.readline() == "ready\n" and polite.stdout.readline() == "ready\n"
+        codes = []
+        stopping = threading.Thread(target=lambda: codes.extend(stop_workers([stubborn, polite], timeout=1.0, every=0.2)))
+        started = time.monotonic()
+        stopping.start()
+        stopping.join(60)
+        assert not stopping.is_alive(), "stop_workers never gave up on a worker that ignores SIGTERM"
+        assert codes == [-9, -15] and time.monotonic() - started >= 1.0  # SIGKILL past the timeout; SIGTERM at once
+    finally:
+        for proc in (stubborn, polite):
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
