@@ -887,3 +887,22 @@ def test_a_worker_that_ignores_sigterm_is_killed_once_the_time_to_stop_is_up():
             proc.kill()
             proc.wait()
             proc.stdout.close()
+
+
+def test_the_gpus_counted_are_those_the_apps_torch_sees_and_none_without_torch(monkeypatch):
+    """No GPU is lent to this suite: the loaded torch is stood in for by one that sees two, and one that fails."""
+    import types
+
+    from sweeper.workers import gpu_count
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert gpu_count() == 0  # the app never imported torch: it does not use it
+    seeing = types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=lambda: 2))
+    monkeypatch.setitem(sys.modules, "torch", seeing)
+    assert gpu_count() == 2
+
+    def broken():
+        raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=broken)))
+    assert gpu_count() == 0
