@@ -1,5 +1,6 @@
 import logging
 import os
+import sys
 
 import pytest
 
@@ -68,6 +69,16 @@ def postgres():
         pytest.skip(f"PostgreSQL could not start here: {exc}")
     yield server
     server.remove()
+
+
+@pytest.fixture(autouse=True)
+def no_sweep_worker_runs_the_test_runner(monkeypatch):
+    """A sweep run in this process that starts workers (``n_jobs`` > 1, or a mutant's mistake) runs this
+    process's command again (``sys.orig_argv``, sweeper.workers): here, pytest's or mutmut's own, and each
+    worker would run the suite again, and start workers of its own. In a test the command is one that
+    ends at once, saying why; tests that need workers start the sweep in a subprocess."""
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "raise SystemExit('a sweep run inside a test "
+                                           "started a worker: run a sweep with n_jobs > 1 in a subprocess')"])
 
 
 @pytest.fixture(autouse=True)
