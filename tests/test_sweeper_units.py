@@ -906,3 +906,15 @@ def test_the_gpus_counted_are_those_the_apps_torch_sees_and_none_without_torch(m
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=broken)))
     assert gpu_count() == 0
+
+
+def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its_index(monkeypatch, capfd):
+    from sweeper.workers import WORKER_ENV, start_workers
+
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, sys\n"
+                                           f"print(os.environ[{WORKER_ENV!r}], sys.argv[1:])"])
+    assert start_workers(1, "sweep") == []  # one job: this process is the only worker
+    procs = start_workers(3, "/tmp/the_sweep")
+    assert [proc.wait() for proc in procs] == [0, 0]
+    assert sorted(capfd.readouterr().out.splitlines()) == ["1 ['hydra.sweep.dir=/tmp/the_sweep']",
+                                                           "2 ['hydra.sweep.dir=/tmp/the_sweep']"]
