@@ -912,9 +912,27 @@ def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its
     from sweeper.workers import WORKER_ENV, start_workers
 
     monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, sys\n"
-                                           f"print(os.environ[{WORKER_ENV!r}], sys.argv[1:])"])
+                                           f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[1:])"])
     assert start_workers(1, "sweep") == []  # one job: this process is the only worker
     procs = start_workers(3, "/tmp/the_sweep")
     assert [proc.wait() for proc in procs] == [0, 0]
-    assert sorted(capfd.readouterr().out.splitlines()) == ["1 ['hydra.sweep.dir=/tmp/the_sweep']",
-                                                           "2 ['hydra.sweep.dir=/tmp/the_sweep']"]
+    assert sorted(capfd.readouterr().out.splitlines()) == ["1 None ['hydra.sweep.dir=/tmp/the_sweep']",
+                                                           "2 None ['hydra.sweep.dir=/tmp/the_sweep']"]
+
+
+@pytest.mark.parametrize("gpus, seen", [(1, ["1 None", "2 None", "3 None"]), (2, ["1 1", "2 0", "3 1"]),
+                                        (3, ["1 1", "2 2", "3 0"])])
+def test_with_several_gpus_each_worker_and_this_process_get_one_of_their_own(monkeypatch, capfd, gpus, seen):
+    """No GPU is lent to this suite: the app's torch is stood in for by one that sees ``gpus``."""
+    import os
+    import types
+
+    from sweeper.workers import WORKER_ENV, start_workers
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=lambda: gpus)))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os\n"
+                                           f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'))"])
+    assert [proc.wait() for proc in start_workers(4, "sweep")] == [0, 0, 0]
+    assert sorted(capfd.readouterr().out.splitlines()) == seen
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == (None if gpus == 1 else "0")  # this process: the first GPU
