@@ -911,13 +911,14 @@ def test_the_gpus_counted_are_those_the_apps_torch_sees_and_none_without_torch(m
 def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its_index(monkeypatch, capfd):
     from sweeper.workers import WORKER_ENV, start_workers
 
-    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, sys\n"
-                                           f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[1:])"])
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, signal, sys\n"
+                                           f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'), "
+                                           "sys.argv[1:], signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"])
     assert start_workers(1, "sweep") == []  # one job: this process is the only worker
     procs = start_workers(3, "/tmp/the_sweep")
     assert [proc.wait() for proc in procs] == [0, 0]
-    assert sorted(capfd.readouterr().out.splitlines()) == ["1 None ['hydra.sweep.dir=/tmp/the_sweep']",
-                                                           "2 None ['hydra.sweep.dir=/tmp/the_sweep']"]
+    assert sorted(capfd.readouterr().out.splitlines()) == [  # Ctrl-C is for the process the user started
+        "1 None ['hydra.sweep.dir=/tmp/the_sweep'] True", "2 None ['hydra.sweep.dir=/tmp/the_sweep'] True"]
 
 
 @pytest.mark.parametrize("gpus, seen", [(1, ["1 None", "2 None", "3 None"]), (2, ["1 1", "2 0", "3 1"]),
