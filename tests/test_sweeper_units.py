@@ -908,9 +908,17 @@ def test_the_gpus_counted_are_those_the_apps_torch_sees_and_none_without_torch(m
     assert gpu_count() == 0
 
 
+def no_gpu_set(monkeypatch):
+    """CUDA_VISIBLE_DEVICES unset for the test and as it was after it (start_workers sets it in this process)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # records how it was, so that the teardown puts it back
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+
+
 def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its_index(monkeypatch, capfd):
     from sweeper.workers import WORKER_ENV, start_workers
 
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # the app never imported it: no GPU to share out
+    no_gpu_set(monkeypatch)
     monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, signal, sys\n"
                                            f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'), "
                                            "sys.argv[1:], signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"])
@@ -931,7 +939,7 @@ def test_with_several_gpus_each_worker_and_this_process_get_one_of_their_own(mon
     from sweeper.workers import WORKER_ENV, start_workers
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=lambda: gpus)))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    no_gpu_set(monkeypatch)
     monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os\n"
                                            f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'))"])
     assert [proc.wait() for proc in start_workers(4, "sweep")] == [0, 0, 0]
