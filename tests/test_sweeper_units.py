@@ -914,19 +914,37 @@ def no_gpu_set(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
 def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its_index(monkeypatch, capfd):
+    import signal
+
     from sweeper.workers import WORKER_ENV, start_workers
 
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # the app never imported it: no GPU to share out
     no_gpu_set(monkeypatch)
-    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import os, signal, sys\n"
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", "import ctypes, os, signal, sys\n"
+                                           "dies_with = ctypes.c_int()\n"
+                                           "ctypes.CDLL('libc.so.6').prctl(2, ctypes.byref(dies_with))\n"
                                            f"print(os.environ[{WORKER_ENV!r}], os.environ.get('CUDA_VISIBLE_DEVICES'), "
-                                           "sys.argv[1:], signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"])
+                                           "sys.argv[1:], signal.getsignal(signal.SIGINT) is signal.SIG_IGN, dies_with.value)"])
     assert start_workers(1, "sweep") == []  # one job: this process is the only worker
-    procs = start_workers(3, "/tmp/the_sweep")
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # not inherited ignored (a runner may ignore it)
+    try:
+        procs = start_workers(3, "/tmp/the_sweep")
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert [proc.wait() for proc in procs] == [0, 0]
-    assert sorted(capfd.readouterr().out.splitlines()) == [  # Ctrl-C is for the process the user started
-        "1 None ['hydra.sweep.dir=/tmp/the_sweep'] True", "2 None ['hydra.sweep.dir=/tmp/the_sweep'] True"]
+    assert sorted(capfd.readouterr().out.splitlines()) == [  # Ctrl-C is for the process the user started; SIGTERM
+        "1 None ['hydra.sweep.dir=/tmp/the_sweep'] True 15", "2 None ['hydra.sweep.dir=/tmp/the_sweep'] True 15"]
+
+
+def test_a_process_is_a_worker_only_where_a_sweep_started_it_so(monkeypatch):
+    from sweeper.workers import WORKER_ENV, worker_index
+
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    assert worker_index() is None  # the process the user started
+    monkeypatch.setenv(WORKER_ENV, "2")
+    assert worker_index() == 2
 
 
 @pytest.mark.parametrize("gpus, seen", [(1, ["1 None", "2 None", "3 None"]), (2, ["1 1", "2 0", "3 1"]),
