@@ -25,7 +25,8 @@ def metric_names(sweeper, study: optuna.Study) -> List[str]:
 def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
                path: Optional[Path]) -> None:
     done = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
-    log.info("storage: %s%s", masked(sweeper.storage_url), f" ({path})" if path else "")
+    url = masked(sweeper.storage_url)
+    log.info("storage: %s%s", url, f" ({path})" if path and str(path) not in url else "")  # a relative file: where it is
     log.info("study: %s (%s %s), %d of %d trained trials done", sweeper.study_name, "/".join(sweeper.directions),
              "/".join(metric_names(sweeper, study)), done, sweeper.n_trials)
     pruner = type(study.pruner).__name__

@@ -115,7 +115,7 @@ def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, cap
                  "hydra.sweeper.budget.measure=tests.toy_app.measure.x_squared", "hydra.sweeper.budget.max=9",
                  "hydra.sweeper.repeats.n=2", "hydra.sweeper.n_complete_trials=2") == 0
     assert printed(capsys, tmp_path) == [
-        "storage: sqlite:///TMP/sweeps.db (TMP/sweeps.db)",
+        "storage: sqlite:///TMP/sweeps.db",
         "study: own (maximize objective), 0 of 3 trained trials done",
         "sampler: GridSampler, pruner: MedianPruner (against every trial whose first repeat ran all its steps), n_jobs: 1",
         "budget: budget_value <= 9, measured by tests.toy_app.measure.x_squared before launch (over-budget trials are "
@@ -147,6 +147,17 @@ def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, cap
         "trial 1 COMPLETE 2 | Ns | best 2 (trial 1) | 1 left",
         "trial 2 FAIL - | Ns | best 2 (trial 1) | 1 left | RuntimeError: boom at x=1 (traceback: TMP/sweep/2/error.log)",
         "best trial 1: objective = 2 with {'x': 2}"]
+
+
+@pytest.mark.parametrize("url, shown", [("sqlite:///rel.db", "sqlite:///rel.db (TMP/rel.db)"),
+                                         ("journal:///rel.log", "journal:///rel.log (TMP/rel.log)"),
+                                         ("journal:////TMP/abs.log", "journal:////TMP/abs.log")])
+def test_the_header_says_where_a_relative_storage_file_is_and_an_absolute_one_once(tmp_path, capsys, monkeypatch,
+                                                                                  url, shown):
+    monkeypatch.chdir(tmp_path)
+    assert sweep(tmp_path, "x=choice(1)", "hydra.sweeper.n_trials=1",
+                 f"hydra.sweeper.storage={url.replace('TMP', str(tmp_path))}") == 0
+    assert printed(capsys, tmp_path)[0] == f"storage: {shown}"
 
 
 def test_a_multi_objective_sweep_prints_no_pruner_and_writes_its_pareto_front(tmp_path, capsys):
