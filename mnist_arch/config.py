@@ -66,12 +66,18 @@ class HeadConfig:
 
 
 @dataclass
+class ConvConfig:
+    kind: str = "full"  # full | separable (depthwise k x k, then 1x1: every conv but the first)
+
+
+@dataclass
 class ModelConfig:
     widths: WidthsConfig = field(default_factory=WidthsConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    conv: ConvConfig = field(default_factory=ConvConfig)
     kernel_size: int = 3
     padding: int = 0
     in_channels: int = 1

@@ -8,6 +8,7 @@ name fails at once with the valid names listed.
 Layout of the network, by name (the names appear in ``mnist-summary``)::
 
     block1: conv1 .. convN      each conv unit: conv + norm/activation in the chosen order
+                                (separable: a depthwise k x k conv, then the 1x1 ``conv``)
     pool1                       2x2 max-pool after the blocks listed in pool.after
     transition1                 optional 1x1 conv unit that cuts channels after that pool
     block2: ...
@@ -16,7 +17,11 @@ Layout of the network, by name (the names appear in ``mnist-summary``)::
 Rules that are easy to forget:
 - conv bias is off when BatchNorm follows the conv directly (``bn_relu``): BN's shift replaces it;
 - dropout is never placed right before the head (``conv``: every conv unit but the last one;
-  ``block``: the end of every block but the last one).
+  ``block``: the end of every block but the last one);
+- ``model.conv.kind=separable`` splits every k x k conv that reads more than one channel into a
+  depthwise conv (one k x k filter per input channel, no bias) and a 1x1 conv across channels
+  (MobileNet's and Xception's block): c_in * (k*k + c_out) weights instead of c_in * c_out * k*k.
+  The first conv reads the one image channel and stays full, as do the 1x1 transitions.
 """
 
 from collections import OrderedDict
@@ -36,6 +41,7 @@ DROPOUT_PLACEMENTS: Tuple[str, ...] = ("conv", "block", "none")
 # element: each activation dropped alone; channel: whole feature maps (nn.Dropout2d), which
 # neighbouring pixels' correlation makes the stronger regulariser for convs.
 DROPOUT_KINDS: Dict[str, Callable[[float], nn.Module]] = {"element": nn.Dropout, "channel": nn.Dropout2d}
+CONV_KINDS: Dict[str, bool] = {"full": False, "separable": True}  # whether the k x k convs are split
 
 
 def _gap_conv(channels: int, classes: int) -> nn.Sequential:
@@ -66,9 +72,13 @@ HEADS: Dict[str, Callable[[int, int], nn.Module]] = {
 
 
 def _conv_unit(c_in: int, c_out: int, kernel: int, padding: int, order: Tuple[str, ...], dropout: float,
-               make_dropout: Callable[[float], nn.Module] = nn.Dropout) -> nn.Sequential:
+               make_dropout: Callable[[float], nn.Module] = nn.Dropout, separable: bool = False) -> nn.Sequential:
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
-    layers["conv"] = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=order[0] != "bn")
+    if separable and c_in > 1 and kernel > 1:
+        layers["depthwise"] = nn.Conv2d(c_in, c_in, kernel, padding=padding, groups=c_in, bias=False)
+        layers["conv"] = nn.Conv2d(c_in, c_out, 1, bias=order[0] != "bn")
+    else:
+        layers["conv"] = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=order[0] != "bn")
     for kind in order:
         layers[kind] = nn.BatchNorm2d(c_out) if kind == "bn" else nn.ReLU(inplace=True)
     if dropout > 0:
@@ -123,6 +133,7 @@ def build_model(cfg: Any) -> nn.Sequential:
     lookup(dict.fromkeys(DROPOUT_PLACEMENTS), dropout_placement, "model.dropout.placement")
     make_dropout = lookup(DROPOUT_KINDS, cfg.dropout.kind, "model.dropout.kind")
     make_head = lookup(HEADS, cfg.head.kind, "model.head.kind")
+    separable = lookup(CONV_KINDS, cfg.conv.kind, "model.conv.kind")
     blocks = scaled_widths(cfg)
     _check_ranges(cfg, len(blocks))
 
@@ -144,7 +155,7 @@ def build_model(cfg: Any) -> nn.Sequential:
                     f"model: spatial size drops below 1 at block {b} conv {c} ({' -> '.join(trace)}); "
                     "use model.padding=1, fewer convs or fewer pools"
                 )
-            block[f"conv{c}"] = _conv_unit(channels, width, k, p, order, unit_rate, make_dropout)
+            block[f"conv{c}"] = _conv_unit(channels, width, k, p, order, unit_rate, make_dropout, separable)
             units.append(block[f"conv{c}"])
             channels = width
         if dropout_placement == "block" and rate > 0 and b < len(blocks):

@@ -124,6 +124,7 @@ def test_shipped_experiments_compose_to_the_configs_their_measured_runs_used(nam
         ran["trainer"].setdefault(key, off)  # the end-of-training options, off: the path every measured run took
     ran["schedule"].setdefault("anneal_epochs", 0)
     ran["model"]["dropout"].setdefault("kind", "element")
+    ran["model"].setdefault("conv", {"kind": "full"})  # every measured run's convs were full ones
     ran["data"]["augment"].update({k: ran["data"]["augment"].get(k, 0.0) for k in ("brightness", "contrast", "shear")})
     tracking = again.pop("tracking")
     assert tracking == ran.pop("tracking", tracking) and tracking["kind"] == "none"  # older runs predate the key

@@ -72,7 +72,8 @@ def test_preset_comment_states_its_true_parameter_count(path):
 
 
 AXIS_VARIANTS = [f"model={m}" for m in group_options("model")] + [
-    f"model/{axis}={option}" for axis in ("widths", "norm", "dropout", "pool", "head") for option in group_options(f"model/{axis}")
+    f"model/{axis}={option}" for axis in ("widths", "norm", "dropout", "pool", "head", "conv")
+    for option in group_options(f"model/{axis}")
 ]
 
 
@@ -135,6 +136,7 @@ def test_pool_position_and_transition():
         ("model.norm.placement=batchnorm", "model.norm.placement='batchnorm' is not one of: bn_relu, relu_bn, none"),
         ("model.dropout.placement=everywhere", "model.dropout.placement='everywhere' is not one of: conv, block, none"),
         ("model.head.kind=fc", "model.head.kind='fc' is not one of: gap_conv, gap_linear, conv_gap"),
+        ("model.conv.kind=depthwise", "model.conv.kind='depthwise' is not one of: full, separable"),
         ("model.widths.blocks=[[10,10],[]]", "block 2 is empty"),
         ("model.widths.blocks=[]", "model.widths.blocks is empty"),
         ("model.widths.blocks=[[10,0]]", "block 1 has width 0"),
@@ -174,3 +176,41 @@ def test_dropout_kind_element_or_channel_same_places_same_parameters():
     assert whole(maps["channel"]) and not whole(maps["element"])
     with pytest.raises(ConfigError, match="model.dropout.kind='spatial' is not one of: element, channel"):
         build_model(compose("model.dropout.kind=spatial").model)
+
+
+def separable(c_in, c_out, k, bias):
+    return c_in * k * k + conv(c_in, c_out, 1, bias)
+
+
+def test_separable_s4_parameter_count_by_hand():
+    # the first conv reads one channel and stays full; the 1x1 transition and the head are 1x1 already
+    expected = (
+        conv(1, 10, 3, False) + bn(10) + separable(10, 10, 3, False) + bn(10) + separable(10, 20, 3, False) + bn(20)
+        + conv(20, 10, 1, False) + bn(10)
+        + separable(10, 10, 3, False) + bn(10) + separable(10, 16, 3, False) + bn(16) + separable(16, 16, 3, False)
+        + bn(16) + conv(16, 10, 1, True)
+    )
+    assert expected == 1964
+    assert count_parameters(compose("model=s4", "model/conv=separable").model) == expected
+    # without BatchNorm right after it, the 1x1 conv keeps its bias; the depthwise one never has one
+    plain = count_parameters(compose("model=plain", "model/conv=separable").model)
+    assert plain == (conv(1, 10, 3, True) + separable(10, 10, 3, True) + separable(10, 20, 3, True)
+                     + conv(20, 10, 1, True) + separable(10, 10, 3, True) + separable(10, 16, 3, True)
+                     + separable(16, 16, 3, True) + conv(16, 10, 1, True)) == 1872
+
+
+def test_a_separable_unit_is_a_depthwise_conv_then_a_1x1_conv_with_the_full_units_shapes():
+    full = build_model(compose("model=s4", "model.padding=1", "model/dropout=none").model)
+    split = build_model(compose("model=s4", "model.padding=1", "model/dropout=none", "model/conv=separable").model)
+    assert unit_layers(split, "block1.conv1") == unit_layers(full, "block1.conv1") == ["conv", "bn", "relu"]
+    assert unit_layers(split, "block1.conv2") == ["depthwise", "conv", "bn", "relu"]
+    assert unit_layers(split, "transition1") == ["conv", "bn", "relu"]
+    unit = split.block1.conv2
+    assert (unit.depthwise.groups, unit.depthwise.kernel_size, unit.depthwise.padding, unit.depthwise.bias) == (
+        10, (3, 3), (1, 1), None)
+    assert (unit.conv.in_channels, unit.conv.out_channels, unit.conv.kernel_size) == (10, 10, (1, 1))
+    x = torch.randn(2, 1, 28, 28)
+    for path in ("block1", "block2"):  # every block's output the same size either way
+        assert full.get_submodule(path)(torch.zeros(2, full.get_submodule(path).conv1.conv.in_channels, 14, 14)).shape \
+            == split.get_submodule(path)(torch.zeros(2, split.get_submodule(path).conv1.conv.in_channels, 14, 14)).shape
+    assert split(x).shape == full(x).shape == (2, 10)
