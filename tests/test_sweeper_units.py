@@ -7,6 +7,7 @@ behaviour end to end; these make the default ``pytest`` catch it too.
 
 import dataclasses
 import os
+import signal
 import sys
 import time
 import warnings
@@ -586,7 +587,6 @@ def test_recording_an_interrupt_ignores_a_second_signal_then_gives_the_handlers_
     """While an interrupt is recorded a second Ctrl-C or SIGTERM does nothing; after it the process has its
     own handlers again (a program that ran the sweep in-process keeps Ctrl-C; its later children can be
     stopped by SIGTERM)."""
-    import signal
 
     from sweeper.interrupts import interrupts_ignored
 
@@ -696,7 +696,6 @@ def test_a_module_is_importable_when_found_or_imported_and_not_when_its_import_i
 def test_a_worker_ignores_ctrl_c_and_is_sent_sigterm_when_the_process_that_started_it_dies():
     """What start_workers runs in each worker before its command (preexec_fn), run here and undone."""
     import ctypes
-    import signal
 
     from sweeper.workers import _end_with_parent
 
@@ -812,12 +811,27 @@ def test_squashed_folds_white_space_and_cuts_only_where_asked():
 
 
 def test_an_interrupt_is_named_by_its_signal():
-    import signal
 
     from sweeper.interrupts import Interrupted
 
     stop = Interrupted(signal.SIGTERM)
     assert str(stop) == "SIGTERM" and stop.signum == signal.SIGTERM and str(Interrupted(signal.SIGHUP)) == "SIGHUP"
+
+
+@pytest.mark.parametrize("noted, raised", [([signal.SIGINT], KeyboardInterrupt), ([signal.SIGTERM], "SIGTERM"),
+                                            ([signal.SIGTERM, signal.SIGHUP, signal.SIGINT], KeyboardInterrupt),
+                                            ([signal.SIGINT, signal.SIGHUP, signal.SIGTERM], "SIGTERM")])
+def test_a_safe_point_raises_the_last_signal_noted_ctrl_c_as_keyboard_interrupt(monkeypatch, noted, raised):
+    from sweeper import interrupts
+
+    interrupts.check_interrupt()  # nothing noted: nothing raised
+    monkeypatch.setattr(interrupts, "_noted", list(noted))
+    with pytest.raises(BaseException) as info:
+        interrupts.check_interrupt()
+    if raised is KeyboardInterrupt:
+        assert type(info.value) is KeyboardInterrupt
+    else:
+        assert type(info.value) is interrupts.Interrupted and str(info.value) == raised
 
 
 def test_an_exception_that_takes_no_attributes_is_failed_all_the_same():
@@ -916,7 +930,6 @@ def no_gpu_set(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
 def test_n_jobs_starts_n_jobs_minus_one_workers_each_this_command_again_with_its_index(monkeypatch, capfd):
-    import signal
 
     from sweeper.workers import WORKER_ENV, start_workers
 
