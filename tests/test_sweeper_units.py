@@ -834,6 +834,29 @@ def test_a_safe_point_raises_the_last_signal_noted_ctrl_c_as_keyboard_interrupt(
         assert type(info.value) is interrupts.Interrupted and str(info.value) == raised
 
 
+def test_a_signal_acts_at_once_only_inside_the_job_and_outside_its_database_calls():
+    from sweeper import interrupts
+
+    with interrupts.interruptible():
+        os.kill(os.getpid(), signal.SIGTERM)  # claiming, telling: noted, raised at the next safe point
+        with pytest.raises(interrupts.Interrupted):
+            interrupts.check_interrupt()
+    with interrupts.interruptible():
+        with pytest.raises(interrupts.Interrupted):
+            with interrupts.job_running():
+                os.kill(os.getpid(), signal.SIGTERM)  # the app's code: at once
+                time.sleep(5)
+    with interrupts.interruptible():
+        with pytest.raises(interrupts.Interrupted):
+            with interrupts.job_running():
+                with interrupts.database_call():
+                    os.kill(os.getpid(), signal.SIGTERM)  # the job's own database call finishes first
+                    time.sleep(0.01)
+                    finished = True
+                    assert interrupts._noted == [signal.SIGTERM]
+        assert finished
+
+
 def test_an_exception_that_takes_no_attributes_is_failed_all_the_same():
     """Frozen exception types (a frozen dataclass: AttributeError; pydantic's v1 models: TypeError)."""
     from sweeper.tracebacks import keep, kept
