@@ -3,9 +3,13 @@
     python benchmarks/seed_runs.py --out docs/results/s4_8k --seeds 11 12 13 -- +experiment=s4_8k
     python benchmarks/seed_runs.py --out docs/results/s4_8k --table-only      # the table of runs already there
     python benchmarks/seed_runs.py --out docs/results/small_end_t21_shear10 --table-only --versus docs/results/small_end_t21
+    python benchmarks/seed_runs.py --fuse 2 --out docs/results/NAME --seeds 11 12 13 14 -- +experiment=small_end_t21
 
 Runs ``mnist-train <overrides> seed=S`` for each seed, ``--jobs`` at a time with one CPU thread
-each (on a GPU machine: one after another unless told otherwise), copies each run's
+each (on a GPU machine: one after another unless told otherwise), or, with ``--fuse K``, K seeds
+per run trained as one fused model (``mnist_arch.fused``: about 1.3 times the images per second
+on this project's CPU; a fused seed is another draw of the same training, not a bit-for-bit copy
+of its run alone), copies each run's
 ``metrics.json`` and composed config into ``--out`` as ``seedS.metrics.json`` and
 ``seedS.config.yaml``, then prints the Markdown tables README.md uses: test accuracy after every
 epoch, and per seed the best (epoch), final, first epoch at the target, the minimum over the last
@@ -20,32 +24,38 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from omegaconf import OmegaConf
 
 
-def run_seeds(overrides: List[str], seeds: List[int], jobs: int, out: Path) -> None:
+def run_seeds(overrides: List[str], seeds: List[int], jobs: int, out: Path, fuse: int = 1) -> None:
+    """Each seed's run into ``out``, ``jobs`` processes at a time; with ``fuse`` K > 1, K seeds per process,
+    trained as one fused model (``python -m mnist_arch.fused``: about 1.3 times the images per second)."""
     out.mkdir(parents=True, exist_ok=True)
+    threads = ["trainer.threads=1"] if jobs > 1 else []
     with tempfile.TemporaryDirectory() as tmp:
-        pending = list(seeds)
-        running: Dict[int, subprocess.Popen] = {}
+        pending = [seeds[i : i + fuse] for i in range(0, len(seeds), fuse)]
+        running: Dict[Tuple[int, ...], subprocess.Popen] = {}
         while pending or running:
             while pending and len(running) < jobs:
-                seed = pending.pop(0)
-                cmd = [sys.executable, "-m", "mnist_arch.train", *overrides, f"seed={seed}", "trainer.progress=false",
-                       f"hydra.run.dir={tmp}/seed{seed}"]
-                if jobs > 1:
-                    cmd.append("trainer.threads=1")
+                group = tuple(pending.pop(0))
+                if len(group) > 1:
+                    cmd = [sys.executable, "-m", "mnist_arch.fused", "--out", str(out), "--seeds", *map(str, group),
+                           "--", *overrides, "trainer.progress=false", *threads]
+                else:
+                    cmd = [sys.executable, "-m", "mnist_arch.train", *overrides, f"seed={group[0]}",
+                           "trainer.progress=false", f"hydra.run.dir={tmp}/seed{group[0]}", *threads]
                 print("running:", " ".join(cmd[2:]), flush=True)
-                running[seed] = subprocess.Popen(cmd)
-            seed = next(iter(running))
-            if running[seed].wait() != 0:
-                sys.exit(f"seed {seed} failed (exit {running[seed].returncode})")
-            del running[seed]
-            run_dir = Path(tmp) / f"seed{seed}"
-            shutil.copy(run_dir / "metrics.json", out / f"seed{seed}.metrics.json")
-            shutil.copy(run_dir / ".hydra" / "config.yaml", out / f"seed{seed}.config.yaml")
+                running[group] = subprocess.Popen(cmd)
+            group = next(iter(running))
+            if running[group].wait() != 0:
+                sys.exit(f"seed(s) {', '.join(map(str, group))} failed (exit {running[group].returncode})")
+            del running[group]
+            if len(group) == 1:
+                run_dir = Path(tmp) / f"seed{group[0]}"
+                shutil.copy(run_dir / "metrics.json", out / f"seed{group[0]}.metrics.json")
+                shutil.copy(run_dir / ".hydra" / "config.yaml", out / f"seed{group[0]}.config.yaml")
 
 
 def load_metrics(out: Path) -> Dict[int, dict]:
@@ -126,6 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for seedS.metrics.json / seedS.config.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each gets one CPU thread when > 1)")
+    parser.add_argument("--fuse", type=int, default=1, help="seeds per run, trained as one fused model (mnist_arch.fused)")
     parser.add_argument("--table-only", action="store_true", help="tabulate the runs already in --out")
     parser.add_argument("--versus", type=Path, help="also compare with the same seeds' runs in this folder (a lever)")
     parser.add_argument("overrides", nargs="*", help="mnist-train overrides, after --")
@@ -133,7 +144,7 @@ def main() -> None:
     if not args.table_only:
         if not args.overrides:
             parser.error("give the mnist-train overrides after --, e.g. -- +experiment=s4_8k")
-        run_seeds(args.overrides, args.seeds, args.jobs, args.out)
+        run_seeds(args.overrides, args.seeds, args.jobs, args.out, args.fuse)
     print(tables(args.out))
     if args.versus is not None:
         print("\n" + paired(args.versus, args.out))

@@ -184,6 +184,31 @@ class _ProgressBar:
             sys.stderr.flush()
 
 
+def train_step(model, opt, schedule, average: Optional[AveragedModel], xb: torch.Tensor, yb: torch.Tensor,
+               label_smoothing: float = 0.0):
+    """One optimizer step on a batch; the batch's mean loss and its logits, detached.
+
+    ``yb`` of shape (batch, K) trains K fused copies of a net (``mnist_arch.fused``): the logits
+    (batch, K * classes) are read as (batch, K, classes), and the loss is the sum of the copies'
+    mean cross-entropies, so each copy's gradient is the one its own run would get; the loss
+    returned is then one per copy.
+    """
+    logits = model(xb)
+    if yb.dim() == 2:
+        logits = logits.view(*yb.shape, -1)
+        losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none", label_smoothing=label_smoothing).mean(0)
+        loss = losses.sum()
+    else:
+        loss = losses = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    schedule.step()
+    if average is not None:
+        average.update_parameters(model)
+    return losses.detach(), logits.detach()
+
+
 def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: torch.Generator, bar: _ProgressBar,
                  average: Optional[AveragedModel] = None):
     model.train()
@@ -197,16 +222,9 @@ def _train_epoch(model, opt, schedule, data: MnistTensors, cfg: Any, generator: 
         xb, yb = x[idx], y[idx]
         if cfg.data.augment.enabled:
             xb = augment(xb, cfg.data.augment, generator)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.trainer.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        if average is not None:
-            average.update_parameters(model)
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.argmax(1) == yb).sum()
+        loss, logits = train_step(model, opt, schedule, average, xb, yb, cfg.trainer.label_smoothing)
+        loss_sum += loss * len(idx)
+        correct += (logits.argmax(-1) == yb).sum()
         bar.update(step)
     bar.close()
     return {"loss": loss_sum.item() / n, "acc": 100.0 * correct.item() / n}

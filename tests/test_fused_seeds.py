@@ -1,0 +1,110 @@
+"""benchmarks/fused_seeds.py's fused model: K nets side by side compute, and learn, what each would alone."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.fused_seeds import check_fused
+from mnist_arch.errors import ConfigError
+from mnist_arch.fused import fuse
+from mnist_arch.trainer import train_step
+from mnist_arch.model import build_model
+
+from .support import compose
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("overrides", [("+experiment=small_end_t21",), ("model=plain",),
+                                       ("+experiment=small_end_t21", "model/conv=separable")])
+def test_the_fused_model_computes_each_nets_logits(k, overrides):
+    check_fused(compose(*overrides), k)  # asserts, BatchNorm statistics included
+
+
+def test_a_fused_step_moves_each_copy_as_its_own_step_would():
+    """Training mode (BatchNorm on batch statistics, per channel: per copy), no dropout, plain SGD."""
+    cfg = compose("+experiment=small_end_t21", "model.dropout.rate=0")
+    nets = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        nets.append(build_model(cfg.model).train())
+    fused = fuse(nets).train()
+    x, y = torch.randn(2, 6, 1, 28, 28), torch.randint(0, 10, (2, 6))
+    lr = 0.1
+    for net, xs, ys in zip(nets, x, y):
+        F.cross_entropy(net(xs), ys).backward()
+    opt = torch.optim.SGD(fused.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    train_step(fused, opt, schedule, None, x.squeeze(2).permute(1, 0, 2, 3), y.T)
+    for (name, p), pairs in zip(fused.named_parameters(), zip(*(net.parameters() for net in nets))):
+        want = torch.cat([q - lr * q.grad for q in pairs])
+        assert torch.allclose(p, want, atol=1e-5), name
+
+
+def test_a_linear_head_is_refused_by_name():
+    with pytest.raises(ConfigError, match="Linear has no fused form here; fused seeds need conv heads"):
+        fuse([build_model(compose("model=padded").model) for _ in range(2)])
+
+
+TINY = ("+experiment=small_end_t21", "model.dropout.rate=0", "data.val_size=0", "data.train_subset=64",
+        "data.test_subset=200", "trainer.epochs=2", "trainer.batch_size=32", "trainer.threads=1")
+
+
+def test_each_fused_copy_starts_as_its_seeds_own_run():
+    """Same initial weights, shuffle and augmentation per seed: the first epoch's training loss and accuracy
+    (taken before each step) match the seed's own run until rounding has grown (two steps here)."""
+    from mnist_arch.fused import fit_fused
+    from mnist_arch.trainer import fit
+
+    fused = fit_fused(compose(*TINY, "trainer.epochs=1", "trainer.batch_size=64"), [3, 5])
+    for seed, result in zip((3, 5), fused):
+        alone = fit(compose(*TINY, "trainer.epochs=1", "trainer.batch_size=64", f"seed={seed}"))
+        (mine,), (theirs,) = result["history"], alone["history"]
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
+        assert mine["train_acc"] == theirs["train_acc"] and abs(mine["test_acc"] - theirs["test_acc"]) <= 0.5
+        assert result["n_params"] == alone["n_params"] == 4938 and result["fused_seeds"] == [3, 5]
+    assert fused[0]["history"][0]["train_loss"] != fused[1]["history"][0]["train_loss"]  # two seeds, two runs
+
+
+def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_would(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from mnist_arch.fused import main
+
+    main(["--out", str(tmp_path), "--seeds", "3", "5", "--", *TINY])
+    for seed in (3, 5):
+        metrics = json.loads((tmp_path / f"seed{seed}.metrics.json").read_text())
+        assert metrics["seed"] == seed and metrics["overrides"] == [*TINY, f"seed={seed}"]
+        assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["epochs_run"] == 2
+        assert metrics["objective_metric"] == "min_last_k_test_acc"  # the experiment's objective
+        assert metrics["objective"] == metrics["min_last_k_test_acc"] == min(h["test_acc"] for h in metrics["history"])
+        assert metrics["best_test_acc"] == max(h["test_acc"] for h in metrics["history"])
+        saved = OmegaConf.load(tmp_path / f"seed{seed}.config.yaml")
+        assert OmegaConf.to_container(saved) == OmegaConf.to_container(compose(*TINY, f"seed={seed}"))
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--seeds", "3", "--", *TINY, "seed=4"])  # the seeds are --seeds
+
+
+@pytest.mark.parametrize("overrides, seeds, message", [
+    ((), [3, 3], r"fused seeds \[3, 3\]: give one or more distinct seeds"),
+    (("trainer.bn_recompute=10",), [3, 5], "trainer.bn_recompute is not supported by fused seeds"),
+    (("tracking=tensorboard",), [3, 5], "tracking=tensorboard: fused seeds are not tracked"),
+    (("budget.max_params=4000",), [3, 5], "4,938"),
+])
+def test_what_fused_seeds_cannot_do_is_refused_before_training(overrides, seeds, message):
+    from mnist_arch.errors import OverBudgetError
+    from mnist_arch.fused import fit_fused
+
+    with pytest.raises((ConfigError, OverBudgetError), match=message):
+        fit_fused(compose(*TINY, *overrides), seeds)
+
+
+def test_seed_runs_fuses_the_seeds_in_groups_and_runs_the_rest_alone(tmp_path):
+    import json
+
+    from benchmarks.seed_runs import run_seeds
+
+    run_seeds(list(TINY[:-1]), [3, 5, 7], 2, tmp_path, fuse=2)
+    runs = {seed: json.loads((tmp_path / f"seed{seed}.metrics.json").read_text()) for seed in (3, 5, 7)}
+    assert [runs[s].get("fused_seeds") for s in (3, 5, 7)] == [[3, 5], [3, 5], None]
+    assert sorted(p.name for p in tmp_path.glob("*.config.yaml")) == [f"seed{s}.config.yaml" for s in (3, 5, 7)]
