@@ -5,6 +5,7 @@ Hydra, real pruners. The command-line tests (test_sweeper.py, test_any_app.py) c
 behaviour end to end; these make the default ``pytest`` catch it too.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -42,6 +43,27 @@ FIXED = {"hydra.sweeper.budget.max": "9"}  # x_squared(cfg) <= 9: x up to 3 may 
 def load_toy(overrides):
     with initialize_config_dir(config_dir=TOY_CONF, version_base="1.3"):
         return compose("toy", overrides=list(overrides), return_hydra_config=True)
+
+
+@contextlib.contextmanager
+def hydra_job(overrides=(), output_dir=None, num=None):
+    """The toy app's config as a running job sees it (``HydraConfig.get()``): in ``output_dir``, and as
+    multirun job ``num`` when given; cleared after, so no other test finds a job running."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    cfg = load_toy(overrides)
+    with open_dict(cfg):
+        if output_dir is not None:
+            cfg.hydra.runtime.output_dir = str(output_dir)
+        if num is not None:
+            cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, num
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def claim_step(n_trials=2, space_size=None, max_failure_rate=0.0):
@@ -267,8 +289,6 @@ def test_a_run_resumed_after_its_last_epoch_still_stores_its_whole_curve():
 
 
 def test_a_finished_trials_results_wait_out_a_brief_outage_and_name_the_trial_and_its_folder(tmp_path, caplog, monkeypatch):
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
     from sqlalchemy.exc import OperationalError
 
     study = optuna.create_study(direction="maximize")
@@ -282,15 +302,8 @@ def test_a_finished_trials_results_wait_out_a_brief_outage_and_name_the_trial_an
         stored(key, value)
 
     monkeypatch.setattr(reporter.trial._trial, "set_user_attr", unreachable_once)
-    cfg = load_toy([])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "sweep" / "0")
-    HydraConfig.instance().set_config(cfg)
-    try:
-        with caplog.at_level("WARNING", logger="sweeper.storage"):
-            reporter.on_train_end({"best_test_acc": 98.5})
-    finally:
-        HydraConfig.instance().cfg = None
+    with hydra_job(output_dir=tmp_path / "sweep" / "0"), caplog.at_level("WARNING", logger="sweeper.storage"):
+        reporter.on_train_end({"best_test_acc": 98.5})
     assert f"storing the results of trial {trial.number}: database unreachable" in caplog.text
     attrs = study.trials[trial.number].user_attrs
     assert attrs["best_test_acc"] == 98.5 and attrs["output_dir"] == str(tmp_path / "sweep" / "0")
@@ -517,34 +530,26 @@ def test_a_jobs_thread_share_is_a_whole_number_of_the_cores_and_one_where_they_a
 
 
 def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_longer(tmp_path):
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import open_dict
-
     from sweeper.api import ACTIVE_STUDIES, current_trial
     from sweeper.storage import StorageError, open_storage
 
     url = f"sqlite:///{tmp_path}/sweeps.db"
     study = optuna.create_study(study_name="toy", storage=open_storage(url), direction="maximize")
     study.ask()
-    cfg = load_toy([f"hydra.sweeper.storage={url}", "hydra.sweeper.storage_patience=1"])
-    with open_dict(cfg):
-        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 0
-    assert cfg.hydra.sweeper._target_ == sweeper.config.SWEEPER_TARGET
-    HydraConfig.instance().set_config(cfg)
     ACTIVE_STUDIES[(url, "toy")] = study  # the sweeper's own study, as an in-process job finds it
     try:
-        assert current_trial().number == 0
-        (tmp_path / "sweeps.db").rename(tmp_path / "away.db")  # the database goes away as the next job starts
-        (tmp_path / "sweeps.db").mkdir()
-        study._storage._backend.engine.dispose()  # no pooled connection to the old file
-        started = time.monotonic()
-        with pytest.raises(StorageError, match="trial 0: the database has been unreachable for [0-9]s"):
-            current_trial()
-        assert time.monotonic() - started < 30  # storage_patience=1 (retries at 0.5 s and 1 s), not a fixed 300 s
+        with hydra_job([f"hydra.sweeper.storage={url}", "hydra.sweeper.storage_patience=1"], num=0) as cfg:
+            assert cfg.hydra.sweeper._target_ == sweeper.config.SWEEPER_TARGET
+            assert current_trial().number == 0
+            (tmp_path / "sweeps.db").rename(tmp_path / "away.db")  # the database goes away as the next job starts
+            (tmp_path / "sweeps.db").mkdir()
+            study._storage._backend.engine.dispose()  # no pooled connection to the old file
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="trial 0: the database has been unreachable for [0-9]s"):
+                current_trial()
+            assert time.monotonic() - started < 30  # storage_patience=1 (retries at 0.5 s and 1 s), not a fixed 300 s
     finally:
         ACTIVE_STUDIES.pop((url, "toy"), None)
-        HydraConfig.instance().cfg = None
 
 
 @pytest.mark.parametrize("choice, repeats, pruner", [
@@ -554,10 +559,6 @@ def test_a_job_waits_for_an_unreachable_database_as_long_as_the_sweep_says_not_l
 def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice, repeats, pruner):
     """A launcher that runs jobs in their own processes (submitit, joblib) opens the study anew; its
     reports must be judged by hydra.sweeper.pruner, not by Optuna's default MedianPruner."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import open_dict
-
     from sweeper.api import current_trial
 
     url = f"sqlite:///{tmp_path}/sweeps.db"
@@ -568,19 +569,13 @@ def test_a_job_in_another_process_prunes_with_the_sweeps_pruner(tmp_path, choice
         study.tell(trial, x)
     study.ask()
     warmup = ["hydra.sweeper.pruner.n_warmup_steps=0"] if choice != "none" else []
-    cfg = load_toy([f"hydra.sweeper.storage={url}", f"hydra/sweeper/pruner={choice}", *warmup,
-                    f"hydra.sweeper.repeats.n={repeats}"])
-    with open_dict(cfg):
-        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 5
-    HydraConfig.instance().set_config(cfg)
-    try:
+    with hydra_job([f"hydra.sweeper.storage={url}", f"hydra/sweeper/pruner={choice}", *warmup,
+                    f"hydra.sweeper.repeats.n={repeats}"], num=5) as cfg:
         job = current_trial()  # nothing in this process: opened from the storage, as in a job's own process
         assert type(job._study.pruner) is pruner
         if choice == "percentile":
             assert job._study.pruner._percentile == cfg.hydra.sweeper.pruner.percentile
         assert job.report(0.5, 1) is (choice != "none")  # far below every other trial's step 1
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 def test_recording_an_interrupt_ignores_a_second_signal_then_gives_the_handlers_back():
@@ -635,16 +630,7 @@ def test_stopping_workers_sends_the_signal_again_to_one_that_could_not_take_it_y
 def test_a_jobs_traceback_is_written_whole_into_a_folder_made_for_it_and_kept_on_the_trial_where_it_cannot_be(tmp_path):
     import traceback
 
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
     from sweeper.tracebacks import ERROR_LOG, keep, kept, tail
-
-    def in_output_dir(folder):
-        cfg = load_toy([])
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(folder)
-        HydraConfig.instance().set_config(cfg)
 
     def fail():
         raise ValueError("bad width X")
@@ -656,17 +642,14 @@ def test_a_jobs_traceback_is_written_whole_into_a_folder_made_for_it_and_kept_on
     whole = "".join(traceback.format_exception(type(caught), caught, caught.__traceback__))
     assert whole.startswith("Traceback (most recent call last):\n") and whole.endswith("ValueError: bad width X\n")
     folder = tmp_path / "sweep" / "3"  # neither it nor its parent exists yet
-    try:
-        in_output_dir(folder)
+    with hydra_job(output_dir=folder):
         keep(caught, caught.__traceback__)
-        assert kept(caught) == (whole, str(folder / ERROR_LOG)) and (folder / ERROR_LOG).read_text() == whole
-        (tmp_path / "a_file").write_text("")
-        in_output_dir(tmp_path / "a_file" / "3")  # a folder that cannot be made: the text is still kept
+    assert kept(caught) == (whole, str(folder / ERROR_LOG)) and (folder / ERROR_LOG).read_text() == whole
+    (tmp_path / "a_file").write_text("")
+    with hydra_job(output_dir=tmp_path / "a_file" / "3"):  # a folder that cannot be made: the text is still kept
         second = RuntimeError("again")
         keep(second, None)
-        assert kept(second) == ("RuntimeError: again\n", None)
-    finally:
-        HydraConfig.instance().cfg = None
+    assert kept(second) == ("RuntimeError: again\n", None)
     assert tail(whole) == "\n".join(whole.splitlines()[-15:]) and tail(whole, 1) == "ValueError: bad width X"
     assert tail("a\nb\nc\n\n\n", 2) == "b\nc"  # trailing blank lines are not lines of the traceback
     assert tail("x\nError: ends in spaces  \n", 1) == "Error: ends in spaces  "
