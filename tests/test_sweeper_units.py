@@ -271,6 +271,7 @@ def test_the_reporter_stores_every_scalar_result():
     assert {k: attrs[k] for k in ("best_test_acc", "n_params", "device", "stop_reason", "curve")} == {
         "best_test_acc": 97.0, "n_params": 7988, "device": "cpu", "stop_reason": None, "curve": [97.0]}
     assert "history" not in attrs and "nested" not in attrs
+    assert "val_curve" not in attrs  # no validation split in any epoch: no validation curve
 
 
 def test_a_run_resumed_after_its_last_epoch_still_stores_its_whole_curve():
