@@ -507,6 +507,19 @@ def test_every_objective_of_a_multi_objective_job_must_be_finite(returned):
     assert job_outcome(fine, {}, ["a", "b"], 2) == (TrialState.COMPLETE, [1.0, 2.0], None)
 
 
+@pytest.mark.parametrize("as_config", [False, True])
+def test_the_numbers_a_job_returned_by_name_are_kept_those_named_in_metrics_where_given(as_config):
+    """A dict or a DictConfig (an app returning part of its config); booleans and text are not metrics."""
+    from sweeper.outcome import returned_metrics
+
+    returned = {"acc": 99.1, "n_params": 4938, "held": True, "device": "cpu", "nested": {"x": 1}, "ref": "${acc}"}
+    returned = OmegaConf.create(returned) if as_config else returned
+    every = {"acc": 99.1, "n_params": 4938}
+    assert returned_metrics(returned, None) == ({**every, "ref": 99.1} if as_config else every)  # resolved
+    assert returned_metrics(returned, ["n_params", "held", "absent"]) == {"n_params": 4938}
+    assert returned_metrics(0.5, None) == {} and returned_metrics([1.0, 2.0], None) == {}
+
+
 def test_each_parallel_trial_gets_its_thread_share_where_the_app_named_a_key():
     from sweeper.workers import job_overrides, job_threads
 
