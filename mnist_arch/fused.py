@@ -103,7 +103,8 @@ def fit_fused(cfg: Any, seeds: Sequence[int]) -> List[Dict[str, Any]]:
     check_config(cfg)
     _check(cfg, seeds)
     k = len(seeds)
-    torch.manual_seed(seeds[0])
+    n_params = count_parameters(cfg.model)
+    check_budget(n_params, cfg.budget.max_params)  # before any data is loaded, as fit does
     device = resolve_device(cfg.trainer.device)
     if cfg.trainer.threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.trainer.threads)
@@ -112,8 +113,6 @@ def fit_fused(cfg: Any, seeds: Sequence[int]) -> List[Dict[str, Any]]:
     epochs, bs = cfg.trainer.epochs, cfg.trainer.batch_size
     steps_per_epoch = math.ceil(len(data.train_x) / bs)
     runs = [_build_run(OmegaConf.merge(cfg, {"seed": s}), device, steps_per_epoch) for s in seeds]
-    n_params = count_parameters(runs[0][0])
-    check_budget(n_params, cfg.budget.max_params)
     model = fuse([run[0] for run in runs]).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)

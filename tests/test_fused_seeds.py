@@ -91,12 +91,13 @@ def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_wo
     (("tracking=tensorboard",), [3, 5], "tracking=tensorboard: fused seeds are not tracked"),
     (("budget.max_params=4000",), [3, 5], "4,938"),
 ])
-def test_what_fused_seeds_cannot_do_is_refused_before_training(overrides, seeds, message):
+def test_what_fused_seeds_cannot_do_is_refused_before_any_data_is_loaded(overrides, seeds, message, monkeypatch):
+    from mnist_arch import fused
     from mnist_arch.errors import OverBudgetError
-    from mnist_arch.fused import fit_fused
 
+    monkeypatch.setattr(fused, "load_mnist", lambda *a: pytest.fail("data loaded"))
     with pytest.raises((ConfigError, OverBudgetError), match=message):
-        fit_fused(compose(*TINY, *overrides), seeds)
+        fused.fit_fused(compose(*TINY, *overrides), seeds)
 
 
 def test_seed_runs_fuses_the_seeds_in_groups_and_runs_the_rest_alone(tmp_path):
