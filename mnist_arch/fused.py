@@ -50,16 +50,18 @@ PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.Dropout, nn.Dropout2d, nn.AdaptiveAvgPo
 def fuse(models: Sequence[nn.Module]) -> nn.Module:
     """One module computing all of ``models`` (one layout) side by side: input and output channels K-fold.
 
-    The weights are copied in, copy k in group k. Convolutions, BatchNorm and per-channel layers
+    The weights are copied in, copy k in group k, on the models' device and in their precision.
+    Convolutions, BatchNorm and per-channel layers
     only: a Linear layer (``model.head.kind=gap_linear``) has no grouped form here and is refused.
     """
     k, first = len(models), models[0]
     if isinstance(first, nn.Conv2d):
         fused: nn.Module = nn.Conv2d(k * first.in_channels, k * first.out_channels, first.kernel_size, stride=first.stride,
                                      padding=first.padding, dilation=first.dilation, groups=k * first.groups,
-                                     bias=first.bias is not None)
+                                     bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype)
     elif isinstance(first, nn.BatchNorm2d):
-        fused = nn.BatchNorm2d(k * first.num_features, eps=first.eps, momentum=first.momentum, affine=first.affine)
+        fused = nn.BatchNorm2d(k * first.num_features, eps=first.eps, momentum=first.momentum, affine=first.affine,
+                               device=first.running_mean.device, dtype=first.running_mean.dtype)
     elif isinstance(first, nn.Sequential):
         return nn.Sequential(OrderedDict((name, fuse([m._modules[name] for m in models])) for name in first._modules))
     elif isinstance(first, PER_CHANNEL):

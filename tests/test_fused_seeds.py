@@ -39,6 +39,37 @@ def test_a_fused_step_moves_each_copy_as_its_own_step_would():
         assert torch.allclose(p, want, atol=1e-5), name
 
 
+def test_thirty_fused_steps_in_double_precision_are_each_copys_own_steps_schedule_momentum_and_average_included():
+    """In float64 the rounding that float32 training amplifies stays far below the tolerance, so the copies
+    must match step for step: one-cycle schedule, Nesterov momentum, BatchNorm statistics, warmed-up average."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from mnist_arch.optim import build_optimizer, build_schedule
+    from mnist_arch.trainer import ema_decays
+
+    cfg = compose("+experiment=small_end_t21", "model.dropout.rate=0")
+    average = lambda m: AveragedModel(m, multi_avg_fn=ema_decays(0.999, True), use_buffers=True)
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = build_model(cfg.model).double().train()
+        opt = build_optimizer(net.parameters(), cfg.optim)
+        runs.append((net, opt, build_schedule(opt, cfg.schedule, 2, 15), average(net)))
+    fused = fuse([run[0] for run in runs]).train()
+    opt = build_optimizer(fused.parameters(), cfg.optim)
+    fused_run = (fused, opt, build_schedule(opt, cfg.schedule, 2, 15), average(fused))
+    torch.manual_seed(0)
+    for _ in range(30):
+        x, y = torch.randn(2, 8, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (2, 8))
+        for (net, opt, schedule, avg), xs, ys in zip(runs, x, y):
+            train_step(net, opt, schedule, avg, xs, ys)
+        train_step(*fused_run, x.squeeze(2).permute(1, 0, 2, 3), y.T)
+    for mine, theirs in ((fused_run[0], [run[0] for run in runs]), (fused_run[3].module, [run[3].module for run in runs])):
+        for (name, p), pairs in zip(mine.state_dict().items(), zip(*(t.state_dict().values() for t in theirs))):
+            want = pairs[0] if name.endswith("num_batches_tracked") else torch.cat(pairs)
+            assert torch.allclose(p, want, rtol=1e-9, atol=1e-9), name
+
+
 def test_a_linear_head_is_refused_by_name():
     with pytest.raises(ConfigError, match="Linear has no fused form here; fused seeds need conv heads"):
         fuse([build_model(compose("model=padded").model) for _ in range(2)])
