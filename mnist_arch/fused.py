@@ -51,8 +51,8 @@ def fuse(models: Sequence[nn.Module]) -> nn.Module:
     """One module computing all of ``models`` (one layout) side by side: input and output channels K-fold.
 
     The weights are copied in, copy k in group k, on the models' device and in their precision.
-    Convolutions, BatchNorm and per-channel layers
-    only: a Linear layer (``model.head.kind=gap_linear``) has no grouped form here and is refused.
+    Convolutions, BatchNorm and per-channel layers only: a Linear layer
+    (``model.head.kind=gap_linear``) has no grouped form here and is refused.
     """
     k, first = len(models), models[0]
     if isinstance(first, nn.Conv2d):
