@@ -99,7 +99,8 @@ def test_every_search_preset_names_real_keys_and_options(preset):
 @pytest.mark.parametrize("name, n_params", [
     ("frontier_best", 16959), ("frontier_small", 4856), ("frontier_holds", 4938), ("frontier_holds_6k", 5841),
     ("s4_8k", 7988), ("seeds_small", 4938), ("seeds_small_val", 3955), ("seeds_20k", 16636),
-    ("frontier_best_end", 16959), ("small_end_t7", 4938), ("small_end_t21", 4938), ("small_end_t20", 3689)])
+    ("frontier_best_end", 16959), ("small_end_t7", 4938), ("small_end_t21", 4938), ("small_end_t20", 3689),
+    ("small_end_t21_sep", 4950)])
 def test_shipped_experiments_have_the_parameter_counts_readme_reports(name, n_params):
     assert count_parameters(build_model(compose(f"+experiment={name}").model)) == n_params
 
