@@ -16,7 +16,9 @@ the dropout masks come from one generator for all copies, and a grouped convolut
 another order than K small ones (a difference of 1e-7 in the weights, which training amplifies to
 the size of seed-to-seed noise within tens of steps, as it would any such difference). So a copy's
 run is another draw of the same training, not a bit-for-bit copy of ``fit``'s run with its seed.
-For seed studies, not sweeps: no callbacks, checkpoints or tracking.
+For seed studies, not sweeps: no callbacks, checkpoints or tracking. Not yet used for claims: four
+fused seeds of ``small_end_t21`` scored 0.07 below the same seeds run alone (se 0.03), with no cause
+found (docs/measured.md, Fused seeds).
 """
 
 import argparse
