@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,8 +34,7 @@ from mnist_arch.config import compose_config  # noqa: E402
 from mnist_arch.data import augment, load_mnist  # noqa: E402
 from mnist_arch.fused import fuse  # noqa: E402
 from mnist_arch.model import build_model, count_parameters  # noqa: E402
-from mnist_arch.optim import build_optimizer, build_schedule  # noqa: E402
-from mnist_arch.trainer import ema_decays, train_step  # noqa: E402
+from mnist_arch.trainer import _build_run, train_step, training_parts  # noqa: E402
 
 
 def check_fused(cfg, k: int) -> None:
@@ -58,15 +57,8 @@ def check_fused(cfg, k: int) -> None:
 
 
 def one_run(cfg, seed: int, steps_per_epoch: int):
-    torch.manual_seed(seed)
-    model = build_model(cfg.model)
-    if cfg.trainer.channels_last:  # as the trainer runs it
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    schedule = build_schedule(opt, cfg.schedule, cfg.trainer.epochs, steps_per_epoch)
-    average = AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup),
-                            use_buffers=True) if cfg.trainer.ema else None
-    return model, opt, schedule, average, torch.Generator().manual_seed(seed)
+    """Model, optimizer, schedule, weight average and generator of the seed's run, as the trainer builds them."""
+    return _build_run(OmegaConf.merge(cfg, {"seed": seed}), torch.device("cpu"), steps_per_epoch)
 
 
 def batches(data, cfg, generator, steps: int):
@@ -100,10 +92,7 @@ def fused(cfg, data, k: int, steps: int, warmup: int) -> float:
     model = fuse([r[0] for r in runs]).train()
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    schedule = build_schedule(opt, cfg.schedule, cfg.trainer.epochs, steps_per_epoch)
-    average = AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup),
-                            use_buffers=True) if cfg.trainer.ema else None
+    opt, schedule, average = training_parts(model, cfg, steps_per_epoch)
     streams = [batches(data, cfg, r[4], warmup + steps) for r in runs]
     for i in range(warmup + steps):
         if i == warmup:

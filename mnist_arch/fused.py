@@ -35,14 +35,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from .config import compose_config
 from .data import augment, load_mnist
 from .errors import ConfigError
 from .model import count_parameters
-from .optim import build_optimizer, build_schedule
-from .trainer import _build_run, check_budget, check_config, ema_decays, resolve_device, summarize, train_step
+from .trainer import _build_run, check_budget, check_config, resolve_device, summarize, train_step, training_parts
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +120,7 @@ def fit_fused(cfg: Any, seeds: Sequence[int]) -> List[Dict[str, Any]]:
         model = model.to(memory_format=torch.channels_last)
     generators = [run[4] for run in runs]
     torch.manual_seed(seeds[0])  # dropout: one generator for every copy
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    schedule = build_schedule(opt, cfg.schedule, epochs, steps_per_epoch)
-    average = (AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup), use_buffers=True)
-               if cfg.trainer.ema else None)
+    opt, schedule, average = training_parts(model, cfg, steps_per_epoch)
     evaluated = average.module if average is not None else model
     log.info("training %d fused copies of %s parameters (seeds %s) on %s: %d epochs of %d steps", k, f"{n_params:,}",
              ", ".join(map(str, seeds)), device, epochs, steps_per_epoch)

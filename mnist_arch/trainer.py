@@ -372,13 +372,20 @@ def _build_run(cfg: Any, device: torch.device, steps_per_epoch: int):
     if cfg.trainer.channels_last:  # 1-channel inputs are already NHWC; the convs' outputs follow the weights
         model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
+    return (model, *training_parts(model, cfg, steps_per_epoch), generator)
+
+
+def training_parts(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
+    """The optimizer, the schedule and the weight average (None without ``trainer.ema``) that train ``model``.
+
+    The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
+    weights (use_buffers), so they match the averaged weights rather than the last step's.
+    """
     opt = build_optimizer(model.parameters(), cfg.optim)
     schedule = build_schedule(opt, cfg.schedule, cfg.trainer.epochs, steps_per_epoch)
-    # The weight average is what gets evaluated: its BatchNorm statistics are averaged with the
-    # weights (use_buffers), so they match the averaged weights rather than the last step's.
     average = (AveragedModel(model, multi_avg_fn=ema_decays(cfg.trainer.ema, cfg.trainer.ema_warmup), use_buffers=True)
                if cfg.trainer.ema else None)  # decay 0 would average nothing: the plain model
-    return model, opt, schedule, average, generator
+    return opt, schedule, average
 
 
 def _resumable_state(cfg: Any, device: torch.device, callbacks: Sequence[Any], path: Path) -> Optional[Dict[str, Any]]:
