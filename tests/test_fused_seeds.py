@@ -1,4 +1,6 @@
 """benchmarks/fused_seeds.py's fused model: K nets side by side compute, and learn, what each would alone."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,31 +97,66 @@ def test_each_fused_copy_starts_as_its_seeds_own_run():
     assert fused[0]["history"][0]["train_loss"] != fused[1]["history"][0]["train_loss"]  # two seeds, two runs
 
 
-def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_would(tmp_path):
+def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_would(tmp_path, capsys, monkeypatch):
     import json
+    import logging
 
     from omegaconf import OmegaConf
 
     from mnist_arch.fused import main
 
-    main(["--out", str(tmp_path), "--seeds", "3", "5", "--", *TINY])
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in a fresh process: the command sets up its log lines
+    monkeypatch.setattr(logging.root, "level", logging.WARNING)
+    out = tmp_path / "results" / "fused"  # folders made as needed
+    main(["--out", str(out), "--seeds", "3", "5", "--", *TINY])
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"\[[-\d]+ [:,\d]+\]\[mnist_arch.fused\]\[INFO\] - training 2 fused copies of 4,938 parameters "
+                        r"\(seeds 3, 5\) on cpu: 2 epochs of 2 steps", lines[0]), lines[0]
+    log = [line.split("] - ", 1)[1] for line in lines]
     for seed in (3, 5):
-        metrics = json.loads((tmp_path / f"seed{seed}.metrics.json").read_text())
+        text = (out / f"seed{seed}.metrics.json").read_text()
+        metrics = json.loads(text)
+        assert text == json.dumps(metrics, indent=2)  # as seed_runs writes a run's metrics
+        last = metrics["min_last_k_test_acc"]
+        assert (f"seed {seed}: best test acc {metrics['best_test_acc']:.2f}% (epoch {metrics['best_epoch']}), "
+                f"min of the last 3 epochs {last:.2f}%") in log  # the experiment's last_k
         assert metrics["seed"] == seed and metrics["overrides"] == [*TINY, f"seed={seed}"]
         assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["epochs_run"] == 2
         assert metrics["objective_metric"] == "min_last_k_test_acc"  # the experiment's objective
         assert metrics["objective"] == metrics["min_last_k_test_acc"] == min(h["test_acc"] for h in metrics["history"])
         assert metrics["best_test_acc"] == max(h["test_acc"] for h in metrics["history"])
-        saved = OmegaConf.load(tmp_path / f"seed{seed}.config.yaml")
+        saved = OmegaConf.load(out / f"seed{seed}.config.yaml")
         assert OmegaConf.to_container(saved) == OmegaConf.to_container(compose(*TINY, f"seed={seed}"))
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--seeds", "3", "--", *TINY, "seed=4"])  # the seeds are --seeds
+    for given in ("seed=4", "+seed=4", "++seed=4"):  # the seeds are --seeds
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path), "--seeds", "3", "--", *TINY, given])
+        assert "error: give the seeds with --seeds, not seed=" in capsys.readouterr().err
+
+
+def test_the_commands_help_says_what_it_does_and_the_output_folder_is_required(capsys):
+    from mnist_arch.fused import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Several seeds of one net trained as one model" in out
+    assert "--out OUT folder for seedS.metrics.json / seedS.config.yaml" in out
+    assert "overrides mnist-train overrides (no seed=: the seeds are --seeds)" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--seeds", "3", "--", *TINY])
+    assert exit_.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", "x", "--", *TINY])
+    assert exit_.value.code == 2 and "the following arguments are required: --seeds" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, seeds, message", [
-    ((), [3, 3], r"fused seeds \[3, 3\]: give one or more distinct seeds"),
-    (("trainer.bn_recompute=10",), [3, 5], "trainer.bn_recompute is not supported by fused seeds"),
-    (("tracking=tensorboard",), [3, 5], "tracking=tensorboard: fused seeds are not tracked"),
+    ((), [3, 3], r"^fused seeds \[3, 3\]: give one or more distinct seeds$"),
+    ((), [], r"^fused seeds \[\]: give one or more distinct seeds$"),
+    (("trainer.bn_recompute=10",), [3, 5],
+     "^trainer.bn_recompute is not supported by fused seeds; train these seeds one at a time$"),
+    (("tracking=tensorboard",), [3, 5], "^tracking=tensorboard: fused seeds are not tracked; leave tracking=none$"),
     (("budget.max_params=4000",), [3, 5], "4,938"),
 ])
 def test_what_fused_seeds_cannot_do_is_refused_before_any_data_is_loaded(overrides, seeds, message, monkeypatch):
@@ -129,6 +166,30 @@ def test_what_fused_seeds_cannot_do_is_refused_before_any_data_is_loaded(overrid
     monkeypatch.setattr(fused, "load_mnist", lambda *a: pytest.fail("data loaded"))
     with pytest.raises((ConfigError, OverBudgetError), match=message):
         fused.fit_fused(compose(*TINY, *overrides), seeds)
+
+
+class DataLoaded(Exception):
+    pass
+
+
+@pytest.mark.parametrize("threads, set_to", [("trainer.threads=1", [1]), ("trainer.threads=null", [])])
+def test_one_seed_is_a_fused_run_of_one_and_its_thread_count_is_set_on_the_cpu(threads, set_to, monkeypatch):
+    from mnist_arch import fused
+
+    def load(*args):
+        raise DataLoaded  # everything before the data checked and set
+
+    calls = []
+    monkeypatch.setattr(fused, "load_mnist", load)
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    with pytest.raises(DataLoaded):
+        fused.fit_fused(compose(*TINY, threads), [3])
+    assert calls == set_to
+    calls.clear()
+    monkeypatch.setattr(fused, "resolve_device", lambda name: torch.device("cuda"))
+    with pytest.raises(DataLoaded):
+        fused.fit_fused(compose(*TINY, threads), [3, 5])
+    assert calls == []  # a GPU run leaves torch's CPU threads alone
 
 
 def test_seed_runs_fuses_the_seeds_in_groups_and_runs_the_rest_alone(tmp_path):

@@ -51,6 +51,23 @@ def test_relu_bn_keeps_conv_bias_and_counts_it():
     assert model.block1.conv1.conv.bias is not None
 
 
+@pytest.mark.parametrize("head", ["gap_conv", "gap_linear", "conv_gap"])
+def test_every_head_is_a_one_by_one_map_of_channels_to_classes(head):
+    """channels * classes + classes parameters whichever head (16 * 10 + 10 in s4); conv_gap's map is spatial."""
+    model = build_model(compose("model=s4", f"model/head={head}").model)
+    assert sum(p.numel() for p in model.head.parameters()) == 16 * 10 + 10
+    assert count_parameters(model) == 7988
+    if head == "conv_gap":
+        assert model.head.conv.kernel_size == (1, 1) and list(model.head._modules) == ["conv", "gap", "flatten"]
+
+
+def test_input_shape_is_a_batch_of_the_configs_images():
+    from mnist_arch.model import input_shape
+
+    cfg = compose("model=s4", "model.image_size=32", "model.in_channels=3").model
+    assert input_shape(cfg) == (1, 3, 32, 32) and input_shape(cfg, batch=5) == (5, 3, 32, 32)
+
+
 def test_width_multiplier_scales_and_rounds_widths():
     model = build_model(compose("model=s4", "model.widths.multiplier=1.5").model)
     assert model.block1.conv3.conv.out_channels == 30

@@ -184,6 +184,37 @@ def test_summary_command_prints_the_layer_table(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_summary_rows_say_each_layers_output_parameters_and_receptive_field(capsys, monkeypatch):
+    """In process, what the command above prints: the receptive field grows by (k - 1) * jump at each conv
+    and pool (the jump doubling after the pool), and the global average sees its whole 5x5 input."""
+    from mnist_arch.summary import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    main(["model=s4", "budget.max_params=7988"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:-3]}
+    assert list(rows)[:3] == ["block1.conv1.conv", "block1.conv1.bn", "block1.conv1.relu"] and len(rows) == 26
+    assert rows["block1.conv1.conv"] == ["Conv2d", "10x26x26", "90", "3"]
+    assert rows["block1.conv3.conv"] == ["Conv2d", "20x22x22", "1,800", "7"]
+    assert rows["pool1"] == ["MaxPool2d", "20x11x11", "0", "8"]
+    assert rows["transition1.conv"] == ["Conv2d", "10x11x11", "200", "8"]  # 1x1: no growth
+    assert rows["block2.conv1.conv"] == ["Conv2d", "10x9x9", "900", "12"]  # 3x3 after the pool: + 2 * 2
+    assert rows["block2.conv3.relu"] == ["ReLU", "16x5x5", "0", "20"]
+    assert rows["head.gap"] == ["AdaptiveAvgPool2d", "16x1x1", "0", "28"]
+    assert rows["head.flatten"] == ["Flatten", "10", "0", "28"]
+    assert out.splitlines()[-2:] == ["total parameters: 7,988", "budget.max_params: 7,988 (within budget)"]
+    main(["model=s4", "budget.max_params=7987"])
+    assert capsys.readouterr().out.splitlines()[-1] == "budget.max_params: 7,987 (OVER budget)"
+    main(["model=s4", "budget.max_params=null"])
+    assert capsys.readouterr().out.splitlines()[-1] == "total parameters: 7,988"
+    main(["--help"])
+    assert capsys.readouterr().out.startswith("``mnist-summary``: the layers of a model config")
+    with pytest.raises(SystemExit) as exit_:
+        main(["model.head.kind=fc"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith("mnist-summary: model.head.kind='fc' is not one of")
+
+
 def test_ema_evaluates_the_weight_average_and_a_bad_decay_is_refused():
     plain = fit(compose(*SAME, "seed=3"))
     averaged = fit(compose(*SAME, "seed=3", "trainer.ema=0.9"))
