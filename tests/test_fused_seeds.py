@@ -43,7 +43,8 @@ def test_a_fused_step_moves_each_copy_as_its_own_step_would():
 
 def test_thirty_fused_steps_in_double_precision_are_each_copys_own_steps_schedule_momentum_and_average_included():
     """In float64 the rounding that float32 training amplifies stays far below the tolerance, so the copies
-    must match step for step: one-cycle schedule, Nesterov momentum, BatchNorm statistics, warmed-up average."""
+    must match step for step: one-cycle schedule, Nesterov momentum, BatchNorm statistics, warmed-up average,
+    label smoothing."""
     from torch.optim.swa_utils import AveragedModel
 
     from mnist_arch.optim import build_optimizer, build_schedule
@@ -64,16 +65,46 @@ def test_thirty_fused_steps_in_double_precision_are_each_copys_own_steps_schedul
     for _ in range(30):
         x, y = torch.randn(2, 8, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (2, 8))
         for (net, opt, schedule, avg), xs, ys in zip(runs, x, y):
-            train_step(net, opt, schedule, avg, xs, ys)
-        train_step(*fused_run, x.squeeze(2).permute(1, 0, 2, 3), y.T)
+            train_step(net, opt, schedule, avg, xs, ys, label_smoothing=0.1)
+        train_step(*fused_run, x.squeeze(2).permute(1, 0, 2, 3), y.T, label_smoothing=0.1)
     for mine, theirs in ((fused_run[0], [run[0] for run in runs]), (fused_run[3].module, [run[3].module for run in runs])):
         for (name, p), pairs in zip(mine.state_dict().items(), zip(*(t.state_dict().values() for t in theirs))):
             want = pairs[0] if name.endswith("num_batches_tracked") else torch.cat(pairs)
             assert torch.allclose(p, want, rtol=1e-9, atol=1e-9), name
 
 
+def test_fuse_keeps_each_convs_stride_padding_and_dilation_and_each_batchnorms_settings():
+    from torch import nn
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=2) for _ in range(2)]
+    fused = fuse(convs)
+    x = torch.randn(5, 3, 9, 9)
+    assert torch.allclose(fused(torch.cat([x, 2 * x], 1)), torch.cat([convs[0](x), convs[1](2 * x)], 1), atol=1e-6)
+    norms = [nn.BatchNorm2d(4, eps=0.5, momentum=0.3, affine=False) for _ in range(2)]
+    fused = fuse(norms)
+    assert (fused.num_features, fused.eps, fused.momentum, fused.affine) == (8, 0.5, 0.3, False)
+    x = torch.randn(6, 4, 3, 3) * 3 + 1
+    y = fused(torch.cat([x, -x], 1))  # training mode: batch statistics, running statistics moved by 0.3
+    assert torch.allclose(y, torch.cat([norms[0](x), norms[1](-x)], 1), atol=1e-6)
+    assert torch.allclose(fused.running_mean, torch.cat([norms[0].running_mean, norms[1].running_mean]))
+
+
+def test_the_fused_model_shares_no_module_with_the_nets_it_was_made_from():
+    cfg = compose("+experiment=small_end_t21")
+    nets = [build_model(cfg.model) for _ in range(2)]
+    fused = fuse(nets)
+    theirs = {id(m) for net in nets for m in net.modules()}
+    assert not any(id(m) in theirs for m in fused.modules())
+    seen = []
+    fused.block1.dropout.register_forward_hook(lambda *args: seen.append(1))
+    nets[0](torch.zeros(1, 1, 28, 28))
+    assert seen == []  # a hook on the fused model is not one on a net it was made from
+
+
 def test_a_linear_head_is_refused_by_name():
-    with pytest.raises(ConfigError, match="Linear has no fused form here; fused seeds need conv heads"):
+    with pytest.raises(ConfigError, match=r"^Linear has no fused form here; fused seeds need conv heads "
+                                          r"\(model.head.kind=gap_conv or conv_gap\)$"):
         fuse([build_model(compose("model=padded").model) for _ in range(2)])
 
 
@@ -97,6 +128,31 @@ def test_each_fused_copy_starts_as_its_seeds_own_run():
     assert fused[0]["history"][0]["train_loss"] != fused[1]["history"][0]["train_loss"]  # two seeds, two runs
 
 
+@pytest.mark.parametrize("extra", [(), ("trainer.ema=0", "trainer.label_smoothing=0.2")], ids=["average", "smoothing"])
+def test_a_fused_run_of_one_seed_is_fits_run_of_that_seed_record_for_record(extra):
+    """One copy (no dropout: its masks are the one draw fused runs do not share with fit): the same steps, the same
+    evaluation (of the weight average, or of the net without one) on test and validation splits, the same record
+    and result, to rounding."""
+    from mnist_arch.fused import fit_fused
+    from mnist_arch.trainer import fit
+
+    overrides = (*TINY, "data.val_size=16", *extra)  # 48 training images: two steps an epoch
+    (fused,) = fit_fused(compose(*overrides), [3])
+    alone = fit(compose(*overrides, "seed=3"))
+    assert set(fused) == {*alone, "fused_seeds"} and fused["fused_seeds"] == [3]
+    for mine, theirs in zip(fused["history"], alone["history"], strict=True):
+        assert list(mine) == list(theirs)  # epoch, train, test, val, lr, seconds, eval_seconds: in fit's order
+        for key in ("train_loss", "test_loss", "val_loss"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
+        for key in ("epoch", "train_acc", "test_acc", "val_acc", "lr"):
+            assert mine[key] == theirs[key], key
+        assert 0 < mine["eval_seconds"] < mine["seconds"] < fused["seconds"]
+    timeless = lambda result: {k: v for k, v in result.items() if k not in ("history", "seconds", "fused_seeds")}
+    assert timeless(fused) == timeless(alone)  # device, summary, stopped_early, stop_reason, objective
+    assert fused["device"] == "cpu" and fused["stopped_early"] is False and fused["stop_reason"] is None
+    assert sum(h["seconds"] for h in fused["history"]) < fused["seconds"] < 600
+
+
 def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_would(tmp_path, capsys, monkeypatch):
     import json
     import logging
@@ -113,10 +169,15 @@ def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_wo
     assert re.fullmatch(r"\[[-\d]+ [:,\d]+\]\[mnist_arch.fused\]\[INFO\] - training 2 fused copies of 4,938 parameters "
                         r"\(seeds 3, 5\) on cpu: 2 epochs of 2 steps", lines[0]), lines[0]
     log = [line.split("] - ", 1)[1] for line in lines]
+    epochs = [re.fullmatch(r"epoch  (\d)/2  test acc (\d+\.\d\d)% (\d+\.\d\d)%  lr (\d\.\d{4})  (\d+\.\d)s", line).groups()
+              for line in log[1:3]]
     for seed in (3, 5):
         text = (out / f"seed{seed}.metrics.json").read_text()
         metrics = json.loads(text)
         assert text == json.dumps(metrics, indent=2)  # as seed_runs writes a run's metrics
+        for (epoch, *accs, lr, seconds), h in zip(epochs, metrics["history"], strict=True):
+            assert (epoch, accs[(3, 5).index(seed)], lr, seconds) == \
+                (str(h["epoch"]), f"{h['test_acc']:.2f}", f"{h['lr']:.4f}", f"{h['seconds']:.1f}")
         last = metrics["min_last_k_test_acc"]
         assert (f"seed {seed}: best test acc {metrics['best_test_acc']:.2f}% (epoch {metrics['best_epoch']}), "
                 f"min of the last 3 epochs {last:.2f}%") in log  # the experiment's last_k

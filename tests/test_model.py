@@ -161,6 +161,9 @@ def test_pool_position_and_transition():
         ("model.widths.blocks=[[8,8,8,8,8,8,8,8,8,8,8,8,8,8]]", "spatial size drops below 1 at block 1 conv 14"),
         ("model.pool.after=[3]", "model.pool.after has block 3; the model has blocks 1..2"),
         ("model.pool.transition=1.5", "model.pool.transition=1.5 must be in (0, 1]"),
+        ("model.pool.transition=0", "model.pool.transition=0.0 must be in (0, 1] (share of channels kept) or null"),
+        ("model.pool.after=[1,1]", "model.pool.after=[1, 1] names a block twice"),
+        ("model.padding=-1", "model.padding=-1 must be >= 0"),
         ("model.dropout.rate=1.0", "model.dropout.rate=1.0 must be in [0, 1)"),
         ("model.kernel_size=2", "model.kernel_size=2 must be an odd number"),
     ],
@@ -170,6 +173,14 @@ def test_invalid_architectures_fail_with_a_clear_message(override, message):
         build_model(compose(override).model)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_the_range_checks_edges_are_accepted():
+    """A 1x1 kernel, a transition keeping every channel, no padding, no dropout: all valid."""
+    model = build_model(compose("model.kernel_size=1", "model.pool.transition=1.0", "model.padding=0",
+                                "model.dropout.rate=0").model)
+    assert model.transition1.conv.out_channels == model.transition1.conv.in_channels == 20
+    assert model.block1.conv1.conv.kernel_size == (1, 1)
 
 
 def test_a_pool_that_would_empty_the_image_is_refused():
@@ -214,6 +225,16 @@ def test_separable_s4_parameter_count_by_hand():
     assert plain == (conv(1, 10, 3, True) + separable(10, 10, 3, True) + separable(10, 20, 3, True)
                      + conv(20, 10, 1, True) + separable(10, 10, 3, True) + separable(10, 16, 3, True)
                      + separable(16, 16, 3, True) + conv(16, 10, 1, True)) == 1872
+
+
+def test_separable_splits_every_conv_reading_more_than_one_channel_with_a_kernel_over_one():
+    two = build_model(compose("model=s4", "model.widths.blocks=[[2,4],[4]]", "model/conv=separable").model)
+    assert unit_layers(two, "block1.conv1") == ["conv", "bn", "relu"]  # one channel in: nothing to split
+    assert unit_layers(two, "block1.conv2")[:2] == ["depthwise", "conv"]  # two channels in
+    assert two.block1.conv2.depthwise.groups == 2
+    pointwise = compose("model=s4", "model.kernel_size=1")  # 1x1 convs are pointwise already: the same net
+    assert count_parameters(compose("model=s4", "model.kernel_size=1", "model/conv=separable").model) == \
+        count_parameters(pointwise.model) == 7988 - 8 * (10 + 100 + 200 + 100 + 160 + 256)  # 3x3 -> 1x1: 8/9 of six convs' weights
 
 
 def test_a_separable_unit_is_a_depthwise_conv_then_a_1x1_conv_with_the_full_units_shapes():

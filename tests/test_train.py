@@ -228,6 +228,22 @@ def test_ema_evaluates_the_weight_average_and_a_bad_decay_is_refused():
             fit(compose(*SAME, f"trainer.ema={bad}"))
 
 
+def test_the_weight_average_averages_the_batchnorm_statistics_with_the_weights():
+    """What is evaluated must carry statistics of the averaged weights, not the ones it was made with."""
+    from mnist_arch.trainer import train_step, training_parts
+
+    cfg = compose("model=s4", "trainer.ema=0.5", "trainer.ema_warmup=false")
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    opt, schedule, average = training_parts(model, cfg, steps_per_epoch=3)
+    before = average.module.block1.conv1.bn.running_mean.clone()
+    for _ in range(3):
+        train_step(model, opt, schedule, average, torch.randn(8, 1, 28, 28) + 1, torch.randint(0, 10, (8,)))
+    mine, theirs = average.module.block1.conv1.bn.running_mean, model.block1.conv1.bn.running_mean
+    assert not torch.equal(mine, before) and not torch.equal(mine, theirs)  # moved, and averaged (decay 0.5)
+    assert training_parts(model, compose("model=s4", "trainer.ema=0"), 3)[2] is None
+
+
 def test_evaluation_is_in_eval_mode_deterministic_and_leaves_batchnorm_statistics_alone():
     """Dropout off and BatchNorm on its running statistics at test time, whatever mode training left."""
     cfg = compose("model=s4", "model.dropout.rate=0.5")
