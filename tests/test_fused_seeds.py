@@ -165,12 +165,12 @@ def test_the_command_writes_each_seeds_metrics_and_config_as_a_run_of_its_own_wo
     monkeypatch.setattr(logging.root, "level", logging.WARNING)
     out = tmp_path / "results" / "fused"  # folders made as needed
     main(["--out", str(out), "--seeds", "3", "5", "--", *TINY])
-    lines = capsys.readouterr().err.splitlines()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "][mnist_arch.fused][" in line]  # not the data's
     assert re.fullmatch(r"\[[-\d]+ [:,\d]+\]\[mnist_arch.fused\]\[INFO\] - training 2 fused copies of 4,938 parameters "
                         r"\(seeds 3, 5\) on cpu: 2 epochs of 2 steps", lines[0]), lines[0]
     log = [line.split("] - ", 1)[1] for line in lines]
-    epochs = [re.fullmatch(r"epoch  (\d)/2  test acc (\d+\.\d\d)% (\d+\.\d\d)%  lr (\d\.\d{4})  (\d+\.\d)s", line).groups()
-              for line in log[1:3]]
+    epoch_line = r"epoch  (\d)/2  test acc (\d+\.\d\d)% (\d+\.\d\d)%  lr (\d\.\d{4})  (\d+\.\d)s"
+    epochs = [re.fullmatch(epoch_line, line).groups() for line in log[1:3]]
     for seed in (3, 5):
         text = (out / f"seed{seed}.metrics.json").read_text()
         metrics = json.loads(text)

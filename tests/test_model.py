@@ -184,7 +184,7 @@ def test_the_range_checks_edges_are_accepted():
     assert model.transition1.conv.out_channels == model.transition1.conv.in_channels == 20
     assert model.block1.conv1.conv.kernel_size == (1, 1)
     thin = build_model(compose("model.widths.blocks=[[1,1],[1]]", "model/dropout=block", "model.dropout.rate=0").model)
-    assert [m.out_channels for m in thin.modules() if isinstance(m, nn.Conv2d)] == [1, 1, 1, 1, 10]  # width 1 is a width
+    assert [m.out_channels for m in thin.modules() if isinstance(m, nn.Conv2d)] == [1, 1, 1, 1, 10]  # width 1 is valid
     assert not any(isinstance(m, nn.Dropout) for m in thin.modules())  # rate 0: no dropout layer at all
     shrunk = build_model(compose("model.widths.multiplier=0.01").model)  # every width rounds to 0: kept at 1
     assert {m.out_channels for m in shrunk.modules() if isinstance(m, nn.Conv2d)} == {1, 10}
@@ -249,7 +249,7 @@ def test_separable_splits_every_conv_reading_more_than_one_channel_with_a_kernel
     assert two.block1.conv2.depthwise.groups == 2
     pointwise = compose("model=s4", "model.kernel_size=1")  # 1x1 convs are pointwise already: the same net
     assert count_parameters(compose("model=s4", "model.kernel_size=1", "model/conv=separable").model) == \
-        count_parameters(pointwise.model) == 7988 - 8 * (10 + 100 + 200 + 100 + 160 + 256)  # 3x3 -> 1x1: 8/9 of six convs' weights
+        count_parameters(pointwise.model) == 7988 - 8 * (10 + 100 + 200 + 100 + 160 + 256)  # six 3x3 convs lose 8/9
 
 
 def test_a_separable_unit_is_a_depthwise_conv_then_a_1x1_conv_with_the_full_units_shapes():

@@ -141,7 +141,8 @@ def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, cap
     assert sweep(tmp_path, "x=choice(3,1,2)", "hydra/sweeper/sampler=grid", "hydra.sweeper.direction=minimize",
                  "hydra.sweeper.study_name=least", "raise_on=[1]", "hydra.sweeper.max_failure_rate=1.0",
                  "hydra.sweeper.n_trials=3") == 0
-    assert [line for line in printed(capsys, tmp_path) if line.startswith(("sampler", "budget", "trial ", "best "))] == [
+    shown = ("sampler", "budget", "trial ", "best ")
+    assert [line for line in printed(capsys, tmp_path) if line.startswith(shown)] == [
         "sampler: GridSampler, pruner: MedianPruner, n_jobs: 1",  # no repeats: the pruner as it is
         "budget: none (hydra.sweeper.budget.measure is not set)",
         "trial 0 COMPLETE 3 | Ns | best 3 (trial 0) | 2 left",
