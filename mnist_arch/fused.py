@@ -171,7 +171,8 @@ def fit_fused(cfg: Any, seeds: Sequence[int]) -> List[Dict[str, Any]]:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for seedS.metrics.json / seedS.config.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True,
+                        help="the seeds to train together, each once (distinct)")
     parser.add_argument("overrides", nargs="*", help="mnist-train overrides (no seed=: the seeds are --seeds)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")

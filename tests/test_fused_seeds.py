@@ -204,6 +204,7 @@ def test_the_commands_help_says_what_it_does_and_the_output_folder_is_required(c
     assert "Several seeds of one net trained as one model" in out
     assert "--out OUT folder for seedS.metrics.json / seedS.config.yaml" in out
     assert "overrides mnist-train overrides (no seed=: the seeds are --seeds)" in out
+    assert "--seeds SEEDS [SEEDS ...] the seeds to train together, each once (distinct)" in out
     with pytest.raises(SystemExit) as exit_:
         main(["--seeds", "3", "--", *TINY])
     assert exit_.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
