@@ -4,16 +4,18 @@ The same strings as hydra-optuna-sweeper, with Hydra's meaning kept:
 
     choice(a, b, c)                  CategoricalDistribution; config-group options too (model/norm=choice(...))
     range(start, stop[, step])       IntDistribution / FloatDistribution with a step, stop EXCLUDED (as in Hydra)
-    range(...) with tag(shuffle)     categorical over the range's values
+    shuffle(range(...) or choice(...))  categorical over the values in the order written (the sampler orders them)
     interval(low, high)              FloatDistribution (Hydra makes interval ends floats)
     int(interval(low, high))         IntDistribution, both ends included
     tag(log, interval(low, high))    the same on a log scale (also tag(log, int(interval(...))))
+    glob(...)                        refused: list the options with choice(...)
     anything else                    a fixed value, passed to every trial as it is
 
 hydra-optuna-sweeper's deprecated ``search_space`` form ({name: {type, low, high, step, log,
 choices}}) is read by ``distribution_from_config``.
 """
 
+import decimal
 import difflib
 import logging
 import math
@@ -21,7 +23,7 @@ import warnings
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -35,11 +37,11 @@ class SearchSpaceError(ValueError):
     """A search-space entry that cannot become an Optuna distribution."""
 
 
-def _choices(override: Override) -> List[Any]:
-    values = list(override.sweep_iterator(transformer=Transformer.encode))
-    for v in values:
-        if not isinstance(v, (str, int, float, bool, type(None))):
-            raise SearchSpaceError(f"{override.input_line}: choices must be str, int, float, bool or null, got {v!r}")
+def _choices(override: Override, sweep: Any) -> List[Any]:
+    """A choice's (or a shuffled range's) values in the order written, each as Hydra passes it (a list or dict
+    as its text). A shuffle is left to the sampler, which picks the order anyway: Hydra's would give each
+    invocation of a resumed study, and each worker, the choices in another order."""
+    values = [Transformer.encode(v) for v in (sweep.range() if isinstance(sweep, RangeSweep) else sweep.list)]
     if not values:
         raise SearchSpaceError(f"{override.input_line}: an empty choice")
     return values
@@ -53,9 +55,11 @@ def _range_distribution(override: Override, sweep: RangeSweep) -> BaseDistributi
         n = len(range(start, stop, step))
         low, high = sorted((start, start + (n - 1) * step))
         return IntDistribution(low, high, step=abs(step))
-    n = math.ceil((stop - start) / step - 1e-9)  # Hydra's float range also stops before `stop`
-    last = start + (n - 1) * step
-    low, high = sorted((float(start), float(last)))
+    n = sum(1 for _ in sweep.range())  # as many values as Hydra's own float range gives (it stops before `stop`)
+    # The last value in decimal, as written (0.9, not 0.8999999999999999): Optuna checks that the ends are a
+    # whole number of steps apart in decimal, and would otherwise drop the last value to make them so.
+    last = float(decimal.Decimal(str(start)) + (n - 1) * decimal.Decimal(str(step)))
+    low, high = sorted((float(start), last))
     return FloatDistribution(low, high, step=abs(float(step)))
 
 
@@ -64,13 +68,16 @@ def distribution_from_override(override: Override) -> Any:
     if not override.is_sweep_override():
         return override.get_value_element_as_str()
     value = override.value()
+    if isinstance(value, Glob):
+        raise SearchSpaceError(f"{override.input_line}: glob(...) is not supported by the Optuna sweeper; list the "
+                               "options with choice(...)")
     if override.is_choice_sweep():
         assert isinstance(value, ChoiceSweep)
-        return CategoricalDistribution(_choices(override))
+        return CategoricalDistribution(_choices(override, value))
     if override.is_range_sweep():
         assert isinstance(value, RangeSweep)
         if value.shuffle:
-            return CategoricalDistribution(_choices(override))
+            return CategoricalDistribution(_choices(override, value))
         return _range_distribution(override, value)
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
