@@ -73,7 +73,7 @@ class ClaimStep:
         with claim_lock(self.storage_url):
             fail_stale_trials(study, self.grace_period, self.retry_stale_trials, self.checkpoints)
             fail_unlaunched_trials(study)
-            trials = study.get_trials(deepcopy=False)
+            trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
             capped = self._check_failures(trials)
             trained = [t for t in trials if is_trained(t)]
             running = any(t.state == TrialState.RUNNING for t in trained)

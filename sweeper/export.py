@@ -91,7 +91,7 @@ def record_app_config(study: optuna.Study, config: Any, module: Optional[str]) -
 
 
 def choose_trial(study: optuna.Study, number: Optional[int]) -> optuna.trial.FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
     if number is not None:
         match = [t for t in trials if t.number == number]
         if not match:

@@ -256,7 +256,7 @@ class OptunaBudgetSweeper:
     def _fail_if_nothing_completed(study: optuna.Study) -> None:
         """A sweep that ends with no completed trial because its trials failed ends non-zero, whatever
         max_failure_rate let through (their tracebacks stay in their error.log files)."""
-        trials = study.get_trials(deepcopy=False)
+        trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
         if any(t.state == TrialState.COMPLETE for t in trials):
             return
         failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(LAUNCHED_ATTR)
@@ -281,7 +281,7 @@ class OptunaBudgetSweeper:
                 with claim_lock(self.storage_url):
                     settle_stopped_workers(study, [proc.pid for proc in workers])
                 if worker is None:
-                    trials = study.get_trials(deepcopy=False)
+                    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
                     kept = sum(is_trained(t) for t in trials)
                     queued = []
                     for t in trials:

@@ -81,7 +81,7 @@ def trial_curves(trial: optuna.trial.FrozenTrial) -> List[List[float]]:
 def curves(study: optuna.Study, rows: Sequence[Dict[str, Any]], target: Optional[float], path: Path,
            written: List[Path]) -> None:
     """The top trials' per-epoch curves; a repeated trial draws one line per repeat, in one colour."""
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}  # pragma: no mutate (only read: a copy or not)
     top = [r for r in rows if r["state"] in ("complete", "pruned", "raced")][:TOP_CURVES]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -142,7 +142,7 @@ def write_plots(study: optuna.Study, rows: Sequence[Dict[str, Any]], out: Path, 
         parallel = partial(parallel, target=lambda t: t.values[0], target_name=first)
     _optuna_plot(ovm.plot_param_importances, study, out / "importances.png", written, notes)  # one bar per objective
     _optuna_plot(parallel, study, out / "parallel.png", written, notes)
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
     max_params = next((attr(t, BUDGET_MAX_ATTR) for t in trials if attr(t, BUDGET_MAX_ATTR)), None)
     target = next((t.user_attrs["target_acc"] for t in trials if t.user_attrs.get("target_acc") is not None), None)
     if rows and acc in rows[0] and SIZE in rows[0]:  # an app whose trials carry accuracy and size

@@ -417,7 +417,7 @@ def check_search_space(study: optuna.Study, distributions, allow_change: bool) -
         before = {k: json_to_distribution(v) for k, v in stored.items()}
     else:
         before = {}
-        for trial in study.get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False):  # pragma: no mutate (only read: a copy or not)
             before.update(trial.distributions)
         if before:  # a trial's own suggest_* params (custom_search_space) cannot be told apart: compare ours
             before = {k: v for k, v in before.items() if k in distributions} or {"(none of these)": None}

@@ -188,7 +188,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
 
     Hyperparameters: those that vary, or every one with ``all_params`` (for csv and json).
     """
-    trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))
+    trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))  # pragma: no mutate (only read)
     keys = sorted({k for t in trials for k in params_of(t)}) if all_params else varying_params(trials)
     names = short_names(keys) if not all_params else {k: k for k in keys}
     carried = {a for t in trials for a in metric_attrs(t)}
@@ -292,7 +292,7 @@ def bounded(rows: Sequence[Dict[str, Any]], column: str, bound: float, at_least:
 
 
 def summary(study: optuna.Study) -> Dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
     counts = {k: 0 for k in KINDS}
     for t in trials:
         counts[trial_kind(t)] += 1
