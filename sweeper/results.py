@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> str:
             raise ResultsError(f"--state {','.join(bad)} is not one of: {', '.join(KINDS)}")
     rows = trial_rows(study, all_params=args.format in ("csv", "json"))
     objectives = objective_columns(study)
-    budget = budget_column(study.get_trials(deepcopy=False))  # pragma: no mutate (only read: a copy or not)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
+    budget = budget_column(trials)
     acc = args.acc or default_acc(study)
     try:
         if args.sort:

@@ -188,7 +188,8 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
 
     Hyperparameters: those that vary, or every one with ``all_params`` (for csv and json).
     """
-    trials = sorted(study.get_trials(deepcopy=False), key=rank_key(study))  # pragma: no mutate (only read)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
+    trials = sorted(trials, key=rank_key(study))
     keys = sorted({k for t in trials for k in params_of(t)}) if all_params else varying_params(trials)
     names = short_names(keys) if not all_params else {k: k for k in keys}
     carried = {a for t in trials for a in metric_attrs(t)}
