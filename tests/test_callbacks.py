@@ -81,7 +81,8 @@ def test_callbacks_are_made_from_their_nodes_and_each_mistake_is_one_line(tmp_pa
         assert info.value.__cause__ is None
         return str(info.value)
 
-    assert refused({"_target_": "x"}) == refused("x") == "hydra.sweeper.callbacks must be a list of {_target_: ...} nodes"
+    not_a_list = "hydra.sweeper.callbacks must be a list of {_target_: ...} nodes"
+    assert refused({"_target_": "x"}) == refused("x") == not_a_list
     no_target = ("hydra.sweeper.callbacks[1] has no _target_: give the callback's dotted path, e.g. "
                  "{_target_: optuna_integration.MLflowCallback}")
     ok = {"_target_": "tests.toy_app.callbacks.Recorder", "path": "a"}

@@ -90,4 +90,4 @@ def test_the_metrics_kept_beside_the_objectives_are_the_numbers_named_or_every_n
     assert returned_metrics(returned, ["loss", "done", "name", "missing"]) == {"loss": 0.1}
     assert returned_metrics(returned, []) == {}
     assert returned_metrics(OmegaConf.create({"acc": 0.5, "best": "${acc}"}), None) == {"acc": 0.5, "best": 0.5}
-    assert returned_metrics(0.9, None) == {} and returned_metrics([0.9], None) == {} and returned_metrics(None, None) == {}
+    assert returned_metrics(0.9, None) == returned_metrics([0.9], None) == returned_metrics(None, None) == {}

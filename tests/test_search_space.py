@@ -215,9 +215,10 @@ def test_params_then_the_command_line_then_deprecated_entries_make_the_space(rec
     assert sweep_space({"a": "choice(1,2)", "b": "3"}, None, ["a=range(1,3)", "c=interval(0,1)"]) == (
         {"a": IntDistribution(1, 2), "c": FloatDistribution(0.0, 1.0)}, {"b": "3"})
     assert len(recwarn) == 0
-    deprecated = OmegaConf.create({"a": {"type": "int", "low": 0, "high": 3}, "z": {"type": "float", "low": 0, "high": 1}})
-    with pytest.warns(UserWarning, match=r"^hydra.sweeper.search_space is deprecated \(as in hydra-optuna-sweeper\): use "
-                                          r"hydra.sweeper.params with the override grammar$"):
+    deprecated = OmegaConf.create({"a": {"type": "int", "low": 0, "high": 3},
+                                   "z": {"type": "float", "low": 0, "high": 1}})
+    with pytest.warns(UserWarning, match=r"^hydra.sweeper.search_space is deprecated \(as in hydra-optuna-sweeper\): "
+                                          r"use hydra.sweeper.params with the override grammar$"):
         assert sweep_space({"a": "choice(1,2)"}, deprecated, []) == (
             {"a": CategoricalDistribution([1, 2]), "z": FloatDistribution(0.0, 1.0)}, {})  # given otherwise: kept
     with pytest.warns(UserWarning):
@@ -252,7 +253,7 @@ def test_a_key_the_apps_config_lacks_is_refused_with_the_nearest_one_and_the_key
     options = {"optim": ["adam", "sgd"], "model/norm": ["bn"]}.get
     for keys in (["model.width", "model.head.kind", "layers.1", "lr", "model"], ["+new.key"], ["~lr"], ["++x"],
                  ["db@backup"], ["model/norm"], ["hydra.sweeper.x"], ["optim", "optim.lr"], ["++optim", "optim.b.c"]):
-        check_keys_exist(keys, cfg, lambda g: options(g) or [])  # a group the sweep chooses: its keys may be another option's
+        check_keys_exist(keys, cfg, lambda g: options(g) or [])  # a chosen group's keys may be another option's
 
     def refused(key):
         with pytest.raises(SearchSpaceError) as info:
@@ -261,7 +262,8 @@ def test_a_key_the_apps_config_lacks_is_refused_with_the_nearest_one_and_the_key
 
     assert refused("model.widht") == ("model.widht is not a key of the app's config; did you mean model.width? "
                                       "(to add a new key: +model.widht=...)")
-    assert refused("layers.2") == "layers.2 is not a key of the app's config; did you mean layers? (to add a new key: +layers.2=...)"
+    assert refused("layers.2") == ("layers.2 is not a key of the app's config; did you mean layers? "
+                                   "(to add a new key: +layers.2=...)")
     assert refused("qqqqq") == "qqqqq is not a key of the app's config; (to add a new key: +qqqqq=...)"
     assert refused("lr.x").startswith("lr.x is not a key") and refused("layers.x").startswith("layers.x is not a key")
     assert refused("hydrax.job") .startswith("hydrax.job is not a key")  # only hydra. itself is Hydra's

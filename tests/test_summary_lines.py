@@ -28,7 +28,8 @@ def study_of(direction, *trials):
 
 def done(value, launched=True, steps=0, state=TrialState.COMPLETE, **attrs):
     return create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
-                        params={"x": value or 0}, distributions={"x": optuna.distributions.FloatDistribution(-100, 100)},
+                        params={"x": value or 0},
+                        distributions={"x": optuna.distributions.FloatDistribution(-100, 100)},
                         intermediate_values={s: float(s) for s in range(1, steps + 1)},
                         user_attrs={"launched": launched, **attrs})
 
@@ -59,7 +60,8 @@ def test_a_trials_line_has_its_value_size_steps_seconds_best_and_trials_left(cap
 
 def test_the_best_so_far_follows_the_direction_and_is_left_out_before_any_trial_completes(caplog):
     trials = [done(3.0), done(-2.0), done(None, state=TrialState.FAIL), done(7.5, launched=False)]
-    assert line(caplog, sweeper("minimize"), study_of("minimize", *trials), 1, TrialState.COMPLETE, [-2.0], {}, 3, None) == (
+    least = study_of("minimize", *trials)
+    assert line(caplog, sweeper("minimize"), least, 1, TrialState.COMPLETE, [-2.0], {}, 3, None) == (
         "trial 1 COMPLETE -2 | 3s | best -2 (trial 1) | 3 left")
     assert line(caplog, sweeper(), study_of("maximize", *trials), 1, TrialState.COMPLETE, [-2.0], {}, 3, None) == (
         "trial 1 COMPLETE -2 | 3s | best 7.5 (trial 3) | 3 left")  # a duplicate's recorded value counts too
@@ -84,7 +86,8 @@ def test_the_metric_names_are_the_studys_then_the_objectives_then_objective_per_
     assert metric_names(sweeper(["maximize", "minimize"], objectives=["acc", "n"]), study) == ["accuracy", "size"]
 
 
-@pytest.mark.parametrize("direction, best", [("maximize", "x: 3.0\nbest_value: 3.0"), ("minimize", "x: -2.0\nbest_value: -2.0")])
+@pytest.mark.parametrize("direction, best", [("maximize", "x: 3.0\nbest_value: 3.0"),
+                                             ("minimize", "x: -2.0\nbest_value: -2.0")])
 def test_the_results_file_holds_the_best_trial_of_the_direction(tmp_path, caplog, direction, best):
     study = study_of(direction, done(3.0), done(-2.0), done(None, state=TrialState.FAIL))
     with caplog.at_level(logging.INFO, logger="sweeper.optuna_sweeper"):
