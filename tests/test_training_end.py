@@ -208,3 +208,21 @@ def test_onecycle_momentum_still_cycles_when_annealed():
         opt.step()
         schedule.step()
     assert min(momenta) < 0.9 and momenta[0] > momenta[2]  # one-cycle's momentum dips as the rate rises
+
+
+def test_an_annealed_schedule_reports_the_rates_it_set_for_every_group():
+    from torch.optim import lr_scheduler
+
+    from mnist_arch.optim import AnnealedEnd
+
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.4},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.2}])
+    annealed = AnnealedEnd(lr_scheduler.LambdaLR(opt, lambda step: 1.0), total_steps=4, anneal_steps=2)
+    seen = [annealed.get_last_lr()]
+    for _ in range(3):
+        opt.step()
+        annealed.step()
+        seen.append(annealed.get_last_lr())
+    # steps 0-2 at the whole rate, step 3 of 4 at half of it (the last 2 steps ramp down)
+    assert [lr for lrs in seen for lr in lrs] == pytest.approx([0.4, 0.2, 0.4, 0.2, 0.4, 0.2, 0.2, 0.1])
+    assert seen[-1] == [g["lr"] for g in opt.param_groups] and annealed.factor(4) == annealed.factor(9) == 0.0
