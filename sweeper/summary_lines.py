@@ -24,7 +24,8 @@ def metric_names(sweeper, study: optuna.Study) -> List[str]:
 
 def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
                path: Optional[Path]) -> None:
-    done = sum(is_trained(t) for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
+    done = sum(is_trained(t) for t in trials)
     url = masked(sweeper.storage_url)
     log.info("storage: %s%s", url, f" ({path})" if path and str(path) not in url else "")  # a relative file: where it is
     log.info("study: %s (%s %s), %d of %d trained trials done", sweeper.study_name, "/".join(sweeper.directions),
@@ -54,7 +55,7 @@ def log_header(sweeper, study: optuna.Study, distributions: Dict[str, BaseDistri
 
 def log_trial(sweeper, study: optuna.Study, number: int, state: TrialState, values: Optional[List[float]],
               attrs: Dict[str, Any], seconds: float, error: Optional[str]) -> None:
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
     left = max(0, sweeper.n_trials - sum(is_trained(t) for t in trials))
     value = "/".join(f"{v:.4g}" for v in values) if values else "-"
     best = ""
@@ -79,7 +80,8 @@ def log_trial(sweeper, study: optuna.Study, number: int, state: TrialState, valu
 
 def write_results(sweeper, study: optuna.Study, sweep_dir: str) -> None:
     """optimization_results.yaml in the sweep folder, as hydra-optuna-sweeper writes it."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         log.info("no trial completed")
         return
