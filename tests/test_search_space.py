@@ -270,3 +270,24 @@ def test_a_key_the_apps_config_lacks_is_refused_with_the_nearest_one_and_the_key
     assert nearest_key("model.head.knd", cfg) == "model.head.kind" and nearest_key("lrr", cfg) == "lr"
     assert nearest_key("hydra.job.nam", cfg) is None  # Hydra's own keys are never offered
     assert nearest_key("zzz", cfg) is None
+
+
+def test_a_deprecated_entry_typed_with_hydra_optuna_sweepers_enum_is_read_by_its_name():
+    from enum import Enum
+
+    DistributionType = Enum("DistributionType", "int float categorical")  # hydra-optuna-sweeper's config type
+    assert distribution_from_config("k", {"type": DistributionType.int, "low": 1, "high": 4}) == IntDistribution(1, 4)
+    assert distribution_from_config("k", {"type": DistributionType.categorical, "choices": ["a"]}) == \
+        CategoricalDistribution(["a"])
+    with pytest.raises(SearchSpaceError, match=r"^search_space.k: type 'DistributionType.int' is not one of"):
+        distribution_from_config("k", {"type": "DistributionType.int", "low": 1, "high": 4})
+
+
+def test_hydras_own_group_is_never_offered_as_the_nearest_key():
+    from omegaconf import OmegaConf
+
+    from sweeper.search_space import nearest_key
+
+    cfg = OmegaConf.create({"hydra": {"job": {"name": "x"}}, "lr": 0.1})
+    assert nearest_key("hydr", cfg) is None and nearest_key("hydra.jb", cfg) is None and nearest_key("z", cfg) is None
+    assert nearest_key("lrr", cfg) == "lr"

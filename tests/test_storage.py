@@ -141,3 +141,83 @@ def test_only_database_errors_are_retried(clock):
     with pytest.raises(KeyError):
         retry_transient(fn, "x", patience_s=600)
     assert len(calls) == 1 and clock.slept == []
+
+
+# ------------------------------------------------------------------ what a database error is said as
+
+
+def test_a_database_error_is_said_in_its_first_words_without_sqlalchemys_trailers():
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError
+
+    from sweeper.storage import _short, is_disk_full
+
+    at_connect = OperationalError(None, None, Exception("connection failed"))  # no statement: only the trailer
+    assert "(Background on this error" in str(at_connect)
+    assert _short(at_connect) == "(builtins.Exception) connection failed"
+    assert _short(OperationalError("SELECT 1", {}, Exception("x" * 300))) == "(builtins.Exception) " + "x" * 179
+
+    class Quiet(Exception):
+        pass
+
+    assert _short(Quiet()) == "Quiet"  # no words: its kind
+    wrapped = StorageInternalError("An exception is raised during the commit.")  # Optuna's, raised from the driver's
+    wrapped.__cause__ = OperationalError("COMMIT", {}, Exception("server closed the connection"))
+    assert _short(wrapped) == "(builtins.Exception) server closed the connection"
+    context_only = StorageInternalError("commit failed")
+    context_only.__context__ = OperationalError("COMMIT", {}, Exception("database or disk is full"))
+    assert _short(context_only) == "(builtins.Exception) database or disk is full"
+    assert is_disk_full(context_only) and not is_disk_full(wrapped)
+    wrapped.__cause__ = OperationalError("COMMIT", {}, Exception("No space left on device"))
+    assert is_disk_full(wrapped)
+
+
+def test_a_missing_driver_is_found_under_the_error_that_wraps_it():
+    from sweeper.storage import driver_missing
+
+    try:
+        import no_such_db_driver  # noqa: F401
+    except ModuleNotFoundError as missing:
+        inner = missing
+    by_cause, by_context = ImportError("the storage could not import its driver"), ImportError("failed")
+    by_cause.__cause__, by_context.__context__ = inner, inner
+    for outer in (by_cause, by_context, inner):
+        assert driver_missing("mysql+pymysql://u:pw@h/db", outer) == (
+            "storage='mysql+pymysql://u:***@h/db' needs a database driver (No module named 'no_such_db_driver'): "
+            "pip install pymysql")
+    # the scheme is what comes before the first ://
+    assert driver_missing("MSSQL://h/db?next=x://y", inner).endswith(": pip install pyodbc")
+    assert driver_missing("firebird://h/db", ImportError("no fdb")) == (
+        "storage='firebird://h/db' needs a database driver (no fdb): install the Python driver SQLAlchemy uses for "
+        "firebird://")
+
+
+def test_reading_a_database_whose_driver_is_missing_says_what_to_install():
+    from sweeper.storage import open_storage_readonly
+
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly("postgresql+asyncpg://u:pw@h/db")
+    assert str(info.value) == ("storage='postgresql+asyncpg://u:***@h/db' needs a database driver (No module named "
+                               "'asyncpg'): pip install asyncpg")
+
+
+def test_a_password_is_scrubbed_from_a_drivers_words_as_a_whole():
+    from sweeper.storage import scrubbed
+
+    assert scrubbed("auth failed for s=cr at h", "postgresql://u@h/db?password=s=cr&x=1") == "auth failed for *** at h"
+    assert scrubbed("bad pw hunter2 for u", "postgresql://u:hunter2@h/db") == "bad pw *** for u"
+    assert scrubbed("nothing secret XXXX", "postgresql://u@h/db") == "nothing secret XXXX"
+    assert scrubbed("nothing secret", None) == "nothing secret"
+
+
+def test_a_journal_to_read_is_an_empty_file_or_one_of_journal_records(tmp_path):
+    from sweeper.storage import open_storage_readonly
+
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    assert open_storage_readonly(f"journal:///{empty}").get_all_studies() == []
+    for name, content in (("binary.log", b"\xff\xfe\x00binary\n"), ("text.log", b'{"no": "op code"}\n')):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(StorageError) as info:
+            open_storage_readonly(f"journal:///{tmp_path / name}")
+        assert str(info.value) == f"{tmp_path / name} is not an Optuna journal: its first line is not a journal record"
