@@ -272,8 +272,9 @@ def _require_optuna_tables(url: str, shown: str) -> None:
         raise StorageError(driver_missing(shown, exc)) from None
     except DBAPIError as exc:
         text = squashed(exc.orig, 200)
-        if "file is not a database" in text:
-            return  # said below, with the file's name
+        if "file is not a database" in text:  # a SQLite header over a body that is none
+            raise StorageError(f"{local_file(shown)} is not a readable SQLite database (corrupted, or not a sweep "
+                               "database)") from None
         raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
     if not {"studies", "trials"} <= tables:
         raise StorageError(f"{masked(shown)} holds no sweep: it has no Optuna tables (an empty database, or "

@@ -221,3 +221,19 @@ def test_a_journal_to_read_is_an_empty_file_or_one_of_journal_records(tmp_path):
         with pytest.raises(StorageError) as info:
             open_storage_readonly(f"journal:///{tmp_path / name}")
         assert str(info.value) == f"{tmp_path / name} is not an Optuna journal: its first line is not a journal record"
+
+
+def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_password(tmp_path):
+    from sweeper.storage import open_storage_readonly
+
+    with pytest.raises(StorageError) as info:  # nothing listens on port 1: refused at once
+        open_storage_readonly("postgresql://u:s3cret@127.0.0.1:1/db")
+    said = str(info.value)
+    assert said.startswith("postgresql://u:***@127.0.0.1:1/db cannot be reached: connection failed: connection to "
+                           "server at \"127.0.0.1\", port 1 failed: Connection refused")
+    assert "s3cret" not in said and "\n" not in said and info.value.__suppress_context__
+    corrupt = tmp_path / "corrupt.db"  # SQLite's header over a body that is none
+    corrupt.write_bytes(b"SQLite format 3\x00" + b"\x00garbage" * 200)
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{corrupt}")
+    assert str(info.value) == f"{corrupt} is not a readable SQLite database (corrupted, or not a sweep database)"
