@@ -258,6 +258,9 @@ def _looks_like_journal(path: Path) -> bool:
         return False
 
 
+OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}  # in every Optuna RDB storage since 1.x
+
+
 def _require_optuna_tables(url: str, shown: str) -> None:
     """A database that holds no Optuna tables is no sweep database: say so, rather than Optuna's commit error."""
     import sqlalchemy
@@ -276,7 +279,7 @@ def _require_optuna_tables(url: str, shown: str) -> None:
             raise StorageError(f"{local_file(shown)} is not a readable SQLite database (corrupted, or not a sweep "
                                "database)") from None
         raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
-    if not {"studies", "trials"} <= tables:
+    if not OPTUNA_TABLES <= tables:
         raise StorageError(f"{masked(shown)} holds no sweep: it has no Optuna tables (an empty database, or "
                            "another program's)")
 

@@ -1,6 +1,8 @@
 """Storage URLs checked before any work (sweeper.storage): the line for each kind of mistake, with any password
 masked, from the check and from opening the storage."""
 
+import re
+
 import pytest
 
 from sweeper.storage import StorageError, check_url, open_storage
@@ -237,3 +239,50 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_passw
     with pytest.raises(StorageError) as info:
         open_storage_readonly(f"sqlite:///{corrupt}")
     assert str(info.value) == f"{corrupt} is not a readable SQLite database (corrupted, or not a sweep database)"
+
+
+def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    from sweeper.storage import open_storage_readonly
+
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{tmp_path}/none.db")
+    assert str(info.value) == (f"no sweep database at {tmp_path}/none.db (sqlite:///{tmp_path}/none.db); run a sweep "
+                               "first or pass --storage")
+    for url, said in (("notaurl", "storage='notaurl' is not a storage URL; "),
+                      ("foo://u:pw@h/x", "storage='foo://u:***@h/x' has an unknown scheme; ")):
+        with pytest.raises(StorageError, match=f"^{re.escape(said)}"):
+            open_storage_readonly(url)
+    other = tmp_path / "other.db"  # another program's tables, two of them with Optuna's names
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE studies (x)")
+        db.execute("CREATE TABLE trials (y)")
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{other}")
+    assert str(info.value) == (f"sqlite:///{other} holds no sweep: it has no Optuna tables (an empty database, or "
+                               "another program's)")
+    old = tmp_path / "old.db"
+    optuna.create_study(storage=f"sqlite:///{old}", study_name="s")
+    with sqlite3.connect(old) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v1.3.0.a'")  # as Optuna 1.3 left it
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{old}")
+    assert str(info.value) == (
+        f"sqlite:///{old} was written by an Optuna version this one cannot read ({optuna.__version__}): upgrade it "
+        "with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna version that wrote it")
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("v1.3.0.a",)]  # left as it was
+
+
+def test_a_journal_whose_records_cannot_be_replayed_is_said_so(tmp_path):
+    from sweeper.storage import open_storage_readonly
+
+    journal = tmp_path / "bad.log"
+    journal.write_text('{"op_code": 999, "worker_id": "x"}\n' + "\n" * 10)
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"journal:///{journal}")
+    assert str(info.value).startswith(f"{journal} is not a readable Optuna journal: ")
+    assert len(str(info.value)) <= len(f"{journal} is not a readable Optuna journal: ") + 200
