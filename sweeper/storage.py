@@ -310,12 +310,15 @@ def open_storage_readonly(url: str) -> BaseStorage:
         raise
     except Exception as exc:
         text = squashed(exc)
-        if "optuna storage upgrade" in text or "no longer compatible" in text or "not supported" in text:
+        if "optuna storage upgrade" in text:  # an older schema
             raise StorageError(
                 f"{masked(shown)} was written by an Optuna version this one cannot read ({optuna.__version__}): "
                 f"upgrade it with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna "
                 "version that wrote it"
             ) from None
+        if "no longer compatible" in text or "not supported" in text:  # a newer one
+            raise StorageError(f"{masked(shown)} was written by a newer Optuna than this one ({optuna.__version__}): "
+                               "pip install -U optuna") from None
         if "file is not a database" in text or "malformed" in text:
             raise StorageError(f"{path} is not a readable SQLite database (corrupted?): {text[:200]}") from None
         raise StorageError(f"cannot open {masked(shown)}: {text[:300]}") from None

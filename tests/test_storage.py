@@ -275,6 +275,12 @@ def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tm
         "with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna version that wrote it")
     with sqlite3.connect(old) as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("v1.3.0.a",)]  # left as it was
+    with sqlite3.connect(old) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v9.9.0.a'")  # as a later Optuna would leave it
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{old}")
+    assert str(info.value) == (f"sqlite:///{old} was written by a newer Optuna than this one ({optuna.__version__}): "
+                               "pip install -U optuna")
 
 
 def test_a_journal_whose_records_cannot_be_replayed_is_said_so(tmp_path):
