@@ -275,9 +275,9 @@ def _require_optuna_tables(url: str, shown: str) -> None:
         raise StorageError(driver_missing(shown, exc)) from None
     except DBAPIError as exc:
         text = squashed(exc.orig, 200)
-        if "file is not a database" in text:  # a SQLite header over a body that is none
+        if "file is not a database" in text or "malformed" in text:  # SQLite's header over no database, or damage
             raise StorageError(f"{local_file(shown)} is not a readable SQLite database (corrupted, or not a sweep "
-                               "database)") from None
+                               f"database): {text}") from None
         raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
     if not OPTUNA_TABLES <= tables:
         raise StorageError(f"{masked(shown)} holds no sweep: it has no Optuna tables (an empty database, or "
@@ -316,10 +316,10 @@ def open_storage_readonly(url: str) -> BaseStorage:
                 f"upgrade it with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna "
                 "version that wrote it"
             ) from None
-        if "no longer compatible" in text or "not supported" in text:  # a newer one
+        if "no longer compatible" in text:  # a newer one
             raise StorageError(f"{masked(shown)} was written by a newer Optuna than this one ({optuna.__version__}): "
                                "pip install -U optuna") from None
-        if "file is not a database" in text or "malformed" in text:
+        if "malformed" in text:  # damage met past the tables' names
             raise StorageError(f"{path} is not a readable SQLite database (corrupted?): {text[:200]}") from None
         raise StorageError(f"cannot open {masked(shown)}: {text[:300]}") from None
 

@@ -226,6 +226,8 @@ def test_a_journal_to_read_is_an_empty_file_or_one_of_journal_records(tmp_path):
 
 
 def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_password(tmp_path):
+    import optuna
+
     from sweeper.storage import open_storage_readonly
 
     with pytest.raises(StorageError) as info:  # nothing listens on port 1: refused at once
@@ -238,7 +240,20 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_passw
     corrupt.write_bytes(b"SQLite format 3\x00" + b"\x00garbage" * 200)
     with pytest.raises(StorageError) as info:
         open_storage_readonly(f"sqlite:///{corrupt}")
-    assert str(info.value) == f"{corrupt} is not a readable SQLite database (corrupted, or not a sweep database)"
+    assert str(info.value) == (f"{corrupt} is not a readable SQLite database (corrupted, or not a sweep database): "
+                               "file is not a database")
+    damaged = tmp_path / "damaged.db"  # a sweep's database with every page but the first overwritten in part
+    study = optuna.create_study(storage=f"sqlite:///{damaged}", study_name="s")
+    for x in range(50):
+        study.enqueue_trial({"x": x})
+    body = bytearray(damaged.read_bytes())
+    for page in range(4096, len(body), 4096):
+        body[page:page + 8] = b"\xff" * 8
+    damaged.write_bytes(bytes(body))
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{damaged}")
+    assert str(info.value) == (f"{damaged} is not a readable SQLite database (corrupted, or not a sweep database): "
+                               "database disk image is malformed")
 
 
 def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tmp_path):
