@@ -311,3 +311,23 @@ def test_a_journal_whose_records_cannot_be_replayed_is_said_so(tmp_path):
     with pytest.raises(Exception) as optunas:  # what Optuna says of it, as the line's end
         JournalStorage(JournalFileBackend(str(journal)))
     assert str(info.value) == f"{journal} is not a readable Optuna journal: {' '.join(str(optunas.value).split())}"
+
+
+def test_a_study_is_created_once_then_loaded_with_the_sampler_and_pruner_given_and_its_directions_kept(tmp_path):
+    import optuna
+
+    from sweeper.storage import load_or_create_study
+
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    first = load_or_create_study(storage, "s", ["maximize", "minimize"], None, None)
+    first.add_trial(optuna.trial.create_trial(values=[1.0, 2.0]))
+    sampler, pruner = optuna.samplers.RandomSampler(seed=3), optuna.pruners.PercentilePruner(25.0)
+    again = load_or_create_study(storage, "s", ["maximize", "minimize"], sampler, pruner)
+    assert again.sampler is sampler and again.pruner is pruner and len(again.trials) == 1
+    assert [d.name for d in again.directions] == ["MAXIMIZE", "MINIMIZE"]
+    with pytest.raises(StorageError) as info:
+        load_or_create_study(storage, "s", ["maximize", "maximize"], sampler, pruner)
+    assert str(info.value) == ("study 's' exists with direction ['maximize', 'minimize'], not ['maximize', 'maximize']; "
+                               "use another hydra.sweeper.study_name or the same direction")
+    other = load_or_create_study(storage, "t", ["minimize"], sampler, pruner)
+    assert other.study_name == "t" and other.pruner is pruner and [d.name for d in other.directions] == ["MINIMIZE"]
