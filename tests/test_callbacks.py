@@ -74,6 +74,10 @@ def test_callbacks_are_made_from_their_nodes_and_each_mistake_is_one_line(tmp_pa
                                             {"_target_": "tests.toy_app.callbacks.Recorder", "path": "b"}]))
     assert [(type(c), c.path, c.fail_on) for c in made] == [(Recorder, "a", 2), (Recorder, "b", -1)]
     assert [c.path for c in make_callbacks(({"_target_": "tests.toy_app.callbacks.Recorder", "path": "t"},))] == ["t"]
+    (configured,) = make_callbacks(OmegaConf.create([{"_target_": "tests.toy_app.callbacks.Configured",
+                                                      "options": {"tags": ["a", "b"], "nested": {"n": 1}}}]))
+    assert configured.options == {"tags": ["a", "b"], "nested": {"n": 1}}  # plain containers, as the callback expects
+    assert type(configured.options) is dict and type(configured.options["tags"]) is list
 
     def refused(nodes):
         with pytest.raises(SweepError) as info:

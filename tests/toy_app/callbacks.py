@@ -34,3 +34,13 @@ class StopAfterCheckpoint:
             os.kill(os.getpid(), getattr(signal, self.sig))
             time.sleep(30)  # the sweep's handler acts at the next bytecode
             raise RuntimeError(f"{self.sig} was not handled")
+
+
+class Configured:
+    """A study callback with a nested argument, as a tracker's keyword arguments would be (a dict of lists)."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def __call__(self, study, trial) -> None:
+        pass
