@@ -16,7 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 from .budget import BudgetGate, Verdict
 from .errors import SweepError
 from .interrupts import INTERRUPTED_ATTR
-from .liveness import LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, worker_marks
+from .liveness import (
+    LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_stale_trials, fail_unlaunched_trials, mark_failed, worker_marks,
+)
 from .samplers import tell
 from .search_space import format_override
 from .storage import claim_lock
@@ -62,6 +64,7 @@ class ClaimStep:
     _infeasible: set = field(default_factory=set)  # points found over budget or unbuildable by this invocation
     # the trial this step last asked for, from the ask on: an interrupt at any moment finds it (sweeper's _interrupted)
     open_trial: Optional[optuna.Trial] = None
+    _cut_short: Optional[optuna.Trial] = None  # the trial asked for by a claim that has not reached its caller
     _capped_said: bool = False
     _exhausted_said: bool = False
 
@@ -71,45 +74,65 @@ class ClaimStep:
         without the "launched" mark seen here was left by a claim that a database outage cut short.
         """
         with claim_lock(self.storage_url):
-            fail_stale_trials(study, self.grace_period, self.retry_stale_trials, self.checkpoints)
-            fail_unlaunched_trials(study)
-            trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
-            capped = self._check_failures(trials)
-            trained = [t for t in trials if is_trained(t)]
-            running = any(t.state == TrialState.RUNNING for t in trained)
-            trained_here = {_key(t.params) for t in trained if _in_space(t.params, distributions)}
-            exhausted = self.space_size is not None and len(trained_here | self._infeasible) >= self.space_size
-            if exhausted and not trained_here:
-                raise SweepError(f"every one of the search space's {self.space_size} points is over budget or "
-                                 "unbuildable: the search space is over budget; narrow it or raise hydra.sweeper.budget.max")
-            if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials) or self._enough_complete(trained):
-                if exhausted and not running and not self._exhausted_said:
-                    infeasible = f" ({len(self._infeasible)} over budget or unbuildable)" if self._infeasible else ""
-                    log.info("every one of the search space's %d points has been tried%s: the sweep ends",
-                             self.space_size, infeasible)
-                    self._exhausted_said = True
-                return Claim("wait" if running else "done")
-            trial = self.open_trial = study.ask(distributions)
-            if self.custom_search_space is not None:
-                self.custom_search_space(self.config, trial)
-            overrides = [format_override(k, v) for k, v in trial.params.items()]
-            overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
-            twin = next((t for t in trained if t.params == trial.params), None)
-            if twin is not None:  # a resumed or concurrent invocation proposed a trained point again
-                return self._skip_duplicate(study, trial, overrides, twin)
-            verdict = self.gate.check(trial, overrides)
-            if verdict is None:
-                trial.set_user_attr(LAUNCHED_ATTR, True)
-                trial.set_user_attr("worker", worker)
-                for key, value in worker_marks().items():
-                    trial.set_user_attr(key, value)
-                return Claim("run", trial, overrides)
-            # never launched: recorded before the lock is let go
-            self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change
-            tell(study, trial, TrialState.PRUNED if verdict.rejected else TrialState.FAIL)  # a grid's last point too
-            if not verdict.rejected:
-                self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)
-            return Claim("skip", trial, overrides, verdict)
+            self._settle_cut_short(study)
+            claim = self._claim(study, distributions, fixed, worker)
+        self._cut_short = None  # the claim reached its caller, the lock let go: its trial is the caller's
+        return claim
+
+    def _claim(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str],
+               worker: str) -> Claim:
+        fail_stale_trials(study, self.grace_period, self.retry_stale_trials, self.checkpoints)
+        fail_unlaunched_trials(study)
+        trials = study.get_trials(deepcopy=False)  # pragma: no mutate (only read: a copy or not)
+        capped = self._check_failures(trials)
+        trained = [t for t in trials if is_trained(t)]
+        running = any(t.state == TrialState.RUNNING for t in trained)
+        trained_here = {_key(t.params) for t in trained if _in_space(t.params, distributions)}
+        exhausted = self.space_size is not None and len(trained_here | self._infeasible) >= self.space_size
+        if exhausted and not trained_here:
+            raise SweepError(f"every one of the search space's {self.space_size} points is over budget or "
+                             "unbuildable: the search space is over budget; narrow it or raise hydra.sweeper.budget.max")
+        if len(trained) >= self.n_trials or capped or exhausted or self._grid_done(trials) or self._enough_complete(trained):
+            if exhausted and not running and not self._exhausted_said:
+                infeasible = f" ({len(self._infeasible)} over budget or unbuildable)" if self._infeasible else ""
+                log.info("every one of the search space's %d points has been tried%s: the sweep ends",
+                         self.space_size, infeasible)
+                self._exhausted_said = True
+            return Claim("wait" if running else "done")
+        trial = self.open_trial = self._cut_short = study.ask(distributions)
+        if self.custom_search_space is not None:
+            self.custom_search_space(self.config, trial)
+        overrides = [format_override(k, v) for k, v in trial.params.items()]
+        overrides += [f"{k}={v}" for k, v in fixed.items() if k not in trial.params]
+        twin = next((t for t in trained if t.params == trial.params), None)
+        if twin is not None:  # a resumed or concurrent invocation proposed a trained point again
+            return self._skip_duplicate(study, trial, overrides, twin)
+        verdict = self.gate.check(trial, overrides)
+        if verdict is None:
+            trial.set_user_attr(LAUNCHED_ATTR, True)
+            trial.set_user_attr("worker", worker)
+            for key, value in worker_marks().items():
+                trial.set_user_attr(key, value)
+            return Claim("run", trial, overrides)
+        # never launched: recorded before the lock is let go
+        self._infeasible.add(_key(trial.params))  # so in this invocation, where the budget cannot change
+        tell(study, trial, TrialState.PRUNED if verdict.rejected else TrialState.FAIL)  # a grid's last point too
+        if not verdict.rejected:
+            self.gate.check_base_config([f"{k}={v}" for k, v in fixed.items()], verdict.message)
+        return Claim("skip", trial, overrides, verdict)
+
+    def _settle_cut_short(self, study: optuna.Study) -> None:
+        """Fail, as never launched, the trial of a claim that never reached its caller if it is still RUNNING:
+        a database outage cut that claim short (its marks half written, or its answer or the lock's release
+        lost) and it is being claimed again. Nothing trains that trial, and its worker is this live process,
+        so no liveness check would ever fail it: every worker would wait on it for ever."""
+        left = self._cut_short
+        if left is None:
+            return
+        frozen = study._storage.get_trial(left._trial_id)
+        if frozen.state == TrialState.RUNNING and mark_failed(study, frozen, NEVER_LAUNCHED, {LAUNCHED_ATTR: False}):
+            log.warning("trial %d was claimed but never launched (database outage): marked failed", frozen.number)
+        self._cut_short = None
 
     @staticmethod
     def _skip_duplicate(study: optuna.Study, trial: optuna.Trial, overrides: List[str], twin: FrozenTrial) -> Claim:

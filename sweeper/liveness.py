@@ -38,6 +38,7 @@ HEARTBEAT_ATTR = "heartbeat"
 LOST_WORKER_ATTR = "lost_worker"  # failed because its worker died: not the trial's fault
 HOST_PID_ATTR = "host_pid"  # "<host>:<pid>" of the worker process that claimed the trial
 WORKER_STARTED_ATTR = "worker_started"  # that process's start time (Linux clock ticks since boot), when known
+NEVER_LAUNCHED = "never launched: the database went away while it was being claimed"  # a cut-short claim's trial
 
 
 def process_started(pid: int) -> Optional[str]:
@@ -220,7 +221,7 @@ def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> Li
         if interrupted:
             if mark_failed(study, trial, "interrupted", {"interrupted": True}):
                 failed.append(trial.number)
-        elif mark_failed(study, trial, "never launched: the database went away while it was being claimed"):
+        elif mark_failed(study, trial, NEVER_LAUNCHED):
             failed.append(trial.number)
             log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
     return failed

@@ -20,12 +20,14 @@ from omegaconf import OmegaConf
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
+import sweeper.claim
 import sweeper.config  # noqa: F401  registers hydra/sweeper=optuna_budget (the toy config selects it)
 from sweeper.api import SweepTrial
 from sweeper.budget import BudgetGate, Verdict
 from sweeper.claim import ClaimStep
 from sweeper.liveness import (
-    HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, fail_stale_trials, fail_unlaunched_trials, settle_stopped_workers,
+    HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_stale_trials, fail_unlaunched_trials,
+    settle_stopped_workers,
 )
 from sweeper.reporter import TrialReporter
 from sweeper.samplers import FirstRepeatsPruner
@@ -175,6 +177,44 @@ def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
     assert study.trials[orphan.number].state == TrialState.FAIL
     assert study.trials[orphan.number].user_attrs["error"].startswith("never launched")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+@pytest.mark.parametrize("lost_at", ["launched", "host_pid", "worker_started", "lock"])
+def test_a_claim_an_outage_cut_short_and_that_is_retried_fails_its_trial_rather_than_wait_on_it(lost_at, monkeypatch):
+    # The write lands but its answer is lost (the server went down under it): the claim fails and is retried.
+    # Its trial stays RUNNING, marked as this live process's, and would have every worker wait on it for ever.
+    from sqlalchemy.exc import OperationalError
+
+    from sweeper.storage import retry_transient
+
+    study, claim = study_with(1, 2), claim_step(n_trials=2)
+    storage, lost = study._storage, []
+
+    def answer_lost(key):
+        if key == lost_at and not lost:
+            lost.append(key)
+            raise OperationalError("UPDATE", {}, Exception("terminating connection due to administrator command"))
+
+    real_set = storage.set_trial_user_attr
+    storage.set_trial_user_attr = lambda trial_id, key, value: (real_set(trial_id, key, value), answer_lost(key))
+    real_lock = sweeper.claim.claim_lock
+
+    @contextlib.contextmanager
+    def release_lost(url):
+        with real_lock(url):
+            yield
+        answer_lost("lock")  # the whole claim written, the lock's release lost
+
+    monkeypatch.setattr(sweeper.claim, "claim_lock", release_lost)
+    first = retry_transient(lambda: claim(study, SPACE, FIXED, "0"), "claiming the next trial", 60)  # as the sweeper
+    assert lost == [lost_at] and first.action == "run" and first.trial.number == 1
+    cut = study.trials[0]
+    assert cut.state == TrialState.FAIL and cut.user_attrs["error"] == NEVER_LAUNCHED
+    assert cut.user_attrs["launched"] is False  # never trained: not one of n_trials, nor a failure of a trained trial
+    train(study, first)
+    assert claim_until_done(study, claim).count("run") == 1  # one more trained trial makes n_trials=2
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
 def test_a_running_trial_counts_so_the_next_claim_waits():
