@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
@@ -85,14 +85,22 @@ def masked(url: Optional[str]) -> str:
     return PASSWORD_QUERY.sub(r"\1***", shown)
 
 
+STORAGE_URLS = ("use sqlite:///file.db, postgresql://user@host/db, mysql+pymysql://user@host/db, "
+                "journal:///path/file.log, or null")
+
+
 def not_a_url(url: str) -> str:
-    return (f"storage={masked(url)!r} is not a storage URL; use sqlite:///file.db, postgresql://user@host/db, "
-            "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
+    return f"storage={masked(url)!r} is not a storage URL; {STORAGE_URLS}"
 
 
 def unknown_scheme(url: str) -> str:
-    return (f"storage={masked(url)!r} has an unknown scheme; use sqlite:///file.db, postgresql://user@host/db, "
-            "mysql+pymysql://user@host/db, journal:///path/file.log, or null")
+    return f"storage={masked(url)!r} has an unknown scheme; {STORAGE_URLS}"
+
+
+def unreadable_sqlite(path: Any, cause: str = "") -> StorageError:
+    """A local file no SQLite can read as a database: no SQLite header, or pages damaged (``cause``: SQLite's words)."""
+    return StorageError(f"{path} is not a readable SQLite database (corrupted, or not a sweep database)"
+                        + (f": {cause}" if cause else ""))
 
 
 # what to install for a URL's scheme (SQLAlchemy's dialect+driver; a bare dialect means its default driver)
@@ -276,8 +284,7 @@ def _require_optuna_tables(url: str, shown: str) -> None:
     except DBAPIError as exc:
         text = squashed(exc.orig, 200)
         if "file is not a database" in text or "malformed" in text:  # SQLite's header over no database, or damage
-            raise StorageError(f"{local_file(shown)} is not a readable SQLite database (corrupted, or not a sweep "
-                               f"database): {text}") from None
+            raise unreadable_sqlite(local_file(shown), text) from None
         raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
     if not OPTUNA_TABLES <= tables:
         raise StorageError(f"{masked(shown)} holds no sweep: it has no Optuna tables (an empty database, or "
@@ -301,7 +308,7 @@ def open_storage_readonly(url: str) -> BaseStorage:
     if path is not None:  # read-only: this command never writes to the database
         with open(path, "rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
-                raise StorageError(f"{path} is not a readable SQLite database (corrupted, or not a sweep database)")
+                raise unreadable_sqlite(path)
         url = f"sqlite:///file:{path}?mode=ro&uri=true"
     _require_optuna_tables(url, shown)
     try:
@@ -320,7 +327,7 @@ def open_storage_readonly(url: str) -> BaseStorage:
             raise StorageError(f"{masked(shown)} was written by a newer Optuna than this one ({optuna.__version__}): "
                                "pip install -U optuna") from None
         if "malformed" in text:  # damage met past the tables' names
-            raise StorageError(f"{path} is not a readable SQLite database (corrupted?): {text[:200]}") from None
+            raise unreadable_sqlite(path, text[:200]) from None
         raise StorageError(f"cannot open {masked(shown)}: {text[:300]}") from None
 
 

@@ -364,7 +364,8 @@ def test_databases_that_hold_no_sweep_are_named_as_such(tmp_path, capsys):
 
 def test_corrupted_database_is_reported(tmp_path, capsys):
     (tmp_path / "bad.db").write_bytes(b"this is not sqlite" * 100)
-    assert "is not a readable SQLite database" in error_line(["--storage", f"sqlite:///{tmp_path}/bad.db"], capsys)
+    assert error_line(["--storage", f"sqlite:///{tmp_path}/bad.db"], capsys) == (
+        f"sweep-results: {tmp_path}/bad.db is not a readable SQLite database (corrupted, or not a sweep database)\n")
 
 
 def test_database_of_an_incompatible_optuna_version_says_how_to_upgrade(db, capsys):
