@@ -217,6 +217,27 @@ def test_a_claim_an_outage_cut_short_and_that_is_retried_fails_its_trial_rather_
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
+def test_a_claim_waits_for_the_study_lock_of_its_database_which_another_worker_holds(tmp_path):
+    import threading
+
+    from sweeper.storage import claim_lock, open_storage
+
+    url = f"sqlite:///{tmp_path}/sweeps.db"
+    study = optuna.create_study(storage=open_storage(url), direction="maximize")
+    study.enqueue_trial({"x": 1})
+    step = dataclasses.replace(claim_step(), storage_url=url)
+    claimed = []
+    with claim_lock(url):  # as another worker process would, mid-claim (flock: one open file against another)
+        claimer = threading.Thread(target=lambda: claimed.append(step(study, SPACE, FIXED, "7")))
+        claimer.start()
+        claimer.join(timeout=1.0)
+        assert claimer.is_alive() and not claimed  # nothing asked while the lock is held
+        assert [t.state for t in study.trials] == [TrialState.WAITING]
+    claimer.join(timeout=60)
+    assert [c.action for c in claimed] == ["run"]
+    assert study.trials[0].user_attrs["worker"] == "7"  # the worker that claimed it, as its results line says
+
+
 def test_a_running_trial_counts_so_the_next_claim_waits():
     study, claim = study_with(1, 2), claim_step(n_trials=1)
     assert claim(study, SPACE, FIXED, "0").action == "run"
