@@ -419,6 +419,13 @@ def test_removing_what_is_gone_is_quiet_and_a_store_that_cannot_be_opened_is_one
 
 
 def lost_trial(tmp_path: Path, retry: bool):
+    """A RUNNING trial whose worker on this host is gone, with a checkpoint in the store, failed as lost."""
+    study, where, rec = a_lost_workers_trial(tmp_path)
+    assert fail_stale_trials(study, grace_period=3600, retry=retry, checkpoints=where) == [0]
+    return study, where, rec
+
+
+def a_lost_workers_trial(tmp_path: Path):
     """A RUNNING trial whose worker on this host is gone, with a checkpoint in the store."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
     where = location(None, f"sqlite:///{tmp_path}/s.db")
@@ -430,8 +437,30 @@ def lost_trial(tmp_path: Path, retry: bool):
     trial.report(0.7, 3)
     for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", CHECKPOINT_ATTR: rec}.items():
         trial.set_user_attr(key, value)
-    assert fail_stale_trials(study, grace_period=3600, retry=retry, checkpoints=where) == [trial.number]
     return study, where, rec
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_claim_fails_a_lost_workers_trial_then_runs_its_point_again_or_removes_its_checkpoint(tmp_path, retry):
+    from omegaconf import OmegaConf
+
+    from sweeper.budget import BudgetGate
+    from sweeper.claim import ClaimStep
+
+    study, where, rec = a_lost_workers_trial(tmp_path)
+    gate = BudgetGate(lambda overrides: OmegaConf.create({}), None, "n")
+    step = ClaimStep(f"sqlite:///{tmp_path}/s.db", gate, n_trials=5, max_failure_rate=0.0, grace_period=3600,
+                     retry_stale_trials=retry, grid_size=None, space_size=None, custom_search_space=None, config=None,
+                     checkpoints=where)
+    claim = step(study, {"x": optuna.distributions.FloatDistribution(0, 1)}, {}, "0")
+    lost = study.trials[0]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["lost_worker"] is True and claim.action == "run"
+    if retry:  # its point runs again at once, from its checkpoint
+        assert claim.trial.params == lost.params and claim.trial.user_attrs["retry_of"] == 0
+        assert claim.trial.user_attrs[CHECKPOINT_ATTR] == rec and (Path(where) / rec["id"]).read_bytes() == b"state"
+    else:  # not run again: its checkpoint would only take disk
+        assert claim.trial.params != lost.params and "retry_of" not in claim.trial.user_attrs
+        assert not (Path(where) / rec["id"]).exists()
 
 
 def test_a_lost_workers_trial_queued_again_carries_its_checkpoint(tmp_path):
