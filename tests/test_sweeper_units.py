@@ -180,7 +180,8 @@ def test_rejected_and_unlaunched_trials_do_not_count_toward_n_trials():
 
 
 @pytest.mark.parametrize("lost_at", ["launched", "host_pid", "worker_started", "lock"])
-def test_a_claim_an_outage_cut_short_and_that_is_retried_fails_its_trial_rather_than_wait_on_it(lost_at, monkeypatch):
+def test_a_claim_an_outage_cut_short_and_that_is_retried_fails_its_trial_rather_than_wait_on_it(lost_at, monkeypatch,
+                                                                                                 caplog):
     # The write lands but its answer is lost (the server went down under it): the claim fails and is retried.
     # Its trial stays RUNNING, marked as this live process's, and would have every worker wait on it for ever.
     from sqlalchemy.exc import OperationalError
@@ -211,10 +212,59 @@ def test_a_claim_an_outage_cut_short_and_that_is_retried_fails_its_trial_rather_
     cut = study.trials[0]
     assert cut.state == TrialState.FAIL and cut.user_attrs["error"] == NEVER_LAUNCHED
     assert cut.user_attrs["launched"] is False  # never trained: not one of n_trials, nor a failure of a trained trial
+    assert "trial 0 was claimed but never launched (database outage): marked failed" in caplog.messages
     train(study, first)
     assert claim_until_done(study, claim).count("run") == 1  # one more trained trial makes n_trials=2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_an_outage_that_cuts_short_the_retry_too_after_it_settled_the_first_claim_is_waited_out(monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from sweeper.storage import retry_transient
+
+    study, claim = study_with(1, 2), claim_step()
+    claim._cut_short = left = study.ask(SPACE)  # a claim cut short after its ask
+    real_fail_stale, failed = sweeper.claim.fail_stale_trials, []
+
+    def outage_once(*args):
+        if not failed:
+            failed.append(args)
+            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        return real_fail_stale(*args)
+
+    monkeypatch.setattr(sweeper.claim, "fail_stale_trials", outage_once)
+    first = retry_transient(lambda: claim(study, SPACE, FIXED, "0"), "claiming the next trial", 60)
+    assert failed and first.action == "run" and first.trial.params == {"x": 2}
+    assert study.trials[left.number].state == TrialState.FAIL and claim._cut_short is None
+
+
+def test_a_grid_is_done_once_each_point_had_a_trial_not_counting_one_lost_to_a_dead_worker_or_one_queued():
+    study, claim = study_with(1, 5), dataclasses.replace(claim_step(n_trials=10), grid_size=2)
+    lost = claim(study, SPACE, FIXED, "0").trial
+    lost.set_user_attr("lost_worker", True)
+    study.tell(lost, state=TrialState.FAIL)
+    assert claim(study, SPACE, FIXED, "0").action == "skip"  # 5 is over budget: its point has had its trial
+    study.enqueue_trial({"x": 1})  # the lost point queued again
+    assert not claim._grid_done(study.trials)  # 1 of 2 points had a trial
+    again = claim(study, SPACE, FIXED, "0")
+    assert again.action == "run" and again.trial.params == {"x": 1}
+    assert claim(study, SPACE, FIXED, "1").action == "wait"  # every point had its trial, one still runs
+    train(study, again)
+    assert claim(study, SPACE, FIXED, "1").action == "done"
+
+
+def test_n_complete_trials_counts_the_running_trials_that_may_yet_complete():
+    study, claim = study_with(1, 2, 3), dataclasses.replace(claim_step(n_trials=10), n_complete_trials=2)
+    train(study, claim(study, SPACE, FIXED, "0"))
+    running = claim(study, SPACE, FIXED, "0")
+    assert claim(study, SPACE, FIXED, "1").action == "wait"  # 1 complete and 1 running: 2 may complete
+    study.tell(running.trial, state=TrialState.PRUNED)  # it did not: one more is needed
+    last = claim(study, SPACE, FIXED, "1")
+    assert last.action == "run" and last.trial.params == {"x": 3}
+    train(study, last)
+    assert claim(study, SPACE, FIXED, "0").action == "done"
 
 
 def test_a_claim_waits_for_the_study_lock_of_its_database_which_another_worker_holds(tmp_path):
@@ -259,11 +309,20 @@ def test_a_trained_point_proposed_again_is_recorded_and_never_launched():
     assert frozen.user_attrs["reason"] == "the same parameters as trial 0" and "launched" not in frozen.user_attrs
 
 
-def test_a_discrete_space_is_done_when_every_point_is_trained():
+def test_a_discrete_space_is_done_when_every_point_is_trained_or_over_budget_and_says_so_once(caplog):
+    caplog.set_level("INFO", logger="sweeper.optuna_sweeper")
     study, claim = study_with(0, 1), claim_step(n_trials=10, space_size=2)
     train(study, claim(study, SPACE, FIXED, "0"))
     train(study, claim(study, SPACE, FIXED, "0"))
+    assert [claim(study, SPACE, FIXED, "0").action for _ in range(2)] == ["done", "done"]
+    assert caplog.messages == ["every one of the search space's 2 points has been tried: the sweep ends"]
+    caplog.clear()
+    study, claim = study_with(0, 5), claim_step(n_trials=10, space_size=2)
+    train(study, claim(study, SPACE, FIXED, "0"))
+    assert claim(study, SPACE, FIXED, "0").action == "skip"  # 5 is over budget
     assert claim(study, SPACE, FIXED, "0").action == "done"
+    assert caplog.messages[-1] == ("every one of the search space's 2 points has been tried (1 over budget or "
+                                   "unbuildable): the sweep ends")
 
 
 def test_failures_over_the_rate_stop_and_n_trials_failures_end_even_at_rate_one():
@@ -277,6 +336,41 @@ def test_failures_over_the_rate_stop_and_n_trials_failures_end_even_at_rate_one(
     for _ in range(2):
         study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)
     assert claim(study, SPACE, FIXED, "0").action == "done"
+
+
+def test_the_failure_rate_counts_the_failures_of_trained_trials_only_and_stops_only_past_it():
+    from sweeper.errors import SweepError
+
+    study, claim = study_with(2, 1, 3, 0, 1, 3), claim_step(n_trials=4, max_failure_rate=0.5)
+
+    def fail(attrs):
+        trial = claim(study, SPACE, FIXED, "0").trial
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=TrialState.FAIL)
+
+    train(study, claim(study, SPACE, FIXED, "0"))
+    fail({"error": "boom"})  # its own failure
+    fail({"lost_worker": True})  # its worker was killed: not the trial's fault
+    fail({"interrupted": True})  # nor an interrupt
+    study.tell(study.ask(SPACE), state=TrialState.FAIL)  # never launched
+    again = claim(study, SPACE, FIXED, "0")  # 1 of 2 failed: at max_failure_rate=0.5, not over it
+    assert again.action == "run" and again.trial.params == {"x": 3}
+    again.trial.set_user_attr("error", "boom again")
+    study.tell(again.trial, state=TrialState.FAIL)
+    with pytest.raises(SweepError) as info:
+        claim(study, SPACE, FIXED, "0")
+    assert str(info.value) == "2 of 3 trained trials failed, over max_failure_rate=0.5 (last: trial 5: boom again)"
+
+
+def test_n_trials_failures_end_the_sweep_with_one_warning_naming_the_last(caplog):
+    study, claim = study_with(1, 2, 3), claim_step(n_trials=2, max_failure_rate=1.0)
+    study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)
+    assert not caplog.records
+    study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)
+    assert [claim(study, SPACE, FIXED, "0").action for _ in range(2)] == ["done", "done"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 trained trials failed, as many as n_trials=2: the sweep ends (last: trial 1: no message)"]
 
 
 # ------------------------------------------------------------------ the reporter
