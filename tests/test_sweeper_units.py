@@ -255,6 +255,19 @@ def test_a_grid_is_done_once_each_point_had_a_trial_not_counting_one_lost_to_a_d
     assert claim(study, SPACE, FIXED, "1").action == "done"
 
 
+def test_a_custom_search_space_is_given_the_sweeps_config_and_the_trial_and_its_values_are_overrides():
+    from omegaconf import OmegaConf
+
+    def space(cfg, trial):  # as hydra-optuna-sweeper's custom_search_space: values derived from others
+        trial.suggest_int("steps", cfg.steps_low, cfg.steps_low)
+
+    study = study_with(2)
+    claim = dataclasses.replace(claim_step(), custom_search_space=space, config=OmegaConf.create({"steps_low": 7}))
+    got = claim(study, SPACE, FIXED, "0")
+    assert got.action == "run" and got.trial.params == {"x": 2, "steps": 7}
+    assert got.overrides == ["x=2", "steps=7", "hydra.sweeper.budget.max=9"]
+
+
 def test_n_complete_trials_counts_the_running_trials_that_may_yet_complete():
     study, claim = study_with(1, 2, 3), dataclasses.replace(claim_step(n_trials=10), n_complete_trials=2)
     train(study, claim(study, SPACE, FIXED, "0"))
