@@ -268,6 +268,21 @@ def test_a_custom_search_space_is_given_the_sweeps_config_and_the_trial_and_its_
     assert got.overrides == ["x=2", "steps=7", "hydra.sweeper.budget.max=9"]
 
 
+def test_an_unbuildable_trial_is_failed_untrained_and_a_base_config_that_cannot_build_stops_the_sweep():
+    from optuna.distributions import CategoricalDistribution
+
+    from sweeper.errors import SweepError
+
+    study, claim = study_with(), claim_step()
+    got = claim(study, {"optimizer": CategoricalDistribution(["nope"])}, FIXED, "0")  # no such option of the group
+    assert got.action == "skip" and not got.verdict.rejected and "nope" in got.verdict.message
+    frozen = study.trials[0]
+    assert frozen.state == TrialState.FAIL and "launched" not in frozen.user_attrs  # not PRUNED: not over budget
+    with pytest.raises(SweepError, match=r"^every trial would fail: the sweep's config cannot be built even without "
+                                         r"the searched values: .*no_such_key"):
+        claim(study_with(2), SPACE, {**FIXED, "no_such_key": "1"}, "0")
+
+
 def test_n_complete_trials_counts_the_running_trials_that_may_yet_complete():
     study, claim = study_with(1, 2, 3), dataclasses.replace(claim_step(n_trials=10), n_complete_trials=2)
     train(study, claim(study, SPACE, FIXED, "0"))
@@ -281,6 +296,7 @@ def test_n_complete_trials_counts_the_running_trials_that_may_yet_complete():
 
 
 def test_a_claim_waits_for_the_study_lock_of_its_database_which_another_worker_holds(tmp_path):
+    import socket
     import threading
 
     from sweeper.storage import claim_lock, open_storage
@@ -299,6 +315,7 @@ def test_a_claim_waits_for_the_study_lock_of_its_database_which_another_worker_h
     claimer.join(timeout=60)
     assert [c.action for c in claimed] == ["run"]
     assert study.trials[0].user_attrs["worker"] == "7"  # the worker that claimed it, as its results line says
+    assert study.trials[0].user_attrs["host_pid"] == f"{socket.gethostname()}:{os.getpid()}"  # its process, for liveness
 
 
 def test_a_running_trial_counts_so_the_next_claim_waits():
