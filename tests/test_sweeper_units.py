@@ -241,13 +241,14 @@ def test_an_outage_that_cuts_short_the_retry_too_after_it_settled_the_first_clai
 
 
 def test_a_grid_is_done_once_each_point_had_a_trial_not_counting_one_lost_to_a_dead_worker_or_one_queued():
-    study, claim = study_with(1, 5), dataclasses.replace(claim_step(n_trials=10), grid_size=2)
+    study, claim = study_with(1, 5, 2), dataclasses.replace(claim_step(n_trials=10, max_failure_rate=1.0), grid_size=3)
     lost = claim(study, SPACE, FIXED, "0").trial
     lost.set_user_attr("lost_worker", True)
     study.tell(lost, state=TrialState.FAIL)
     assert claim(study, SPACE, FIXED, "0").action == "skip"  # 5 is over budget: its point has had its trial
+    study.tell(claim(study, SPACE, FIXED, "0").trial, state=TrialState.FAIL)  # so has a point whose job failed
     study.enqueue_trial({"x": 1})  # the lost point queued again
-    assert not claim._grid_done(study.trials)  # 1 of 2 points had a trial
+    assert not claim._grid_done(study.trials)  # 2 of 3 points had a trial
     again = claim(study, SPACE, FIXED, "0")
     assert again.action == "run" and again.trial.params == {"x": 1}
     assert claim(study, SPACE, FIXED, "1").action == "wait"  # every point had its trial, one still runs
