@@ -277,6 +277,7 @@ def test_an_unbuildable_trial_is_failed_untrained_and_a_base_config_that_cannot_
     study, claim = study_with(), claim_step()
     got = claim(study, {"optimizer": CategoricalDistribution(["nope"])}, FIXED, "0")  # no such option of the group
     assert got.action == "skip" and not got.verdict.rejected and "nope" in got.verdict.message
+    assert got.overrides == ["optimizer=nope", "hydra.sweeper.budget.max=9"]
     frozen = study.trials[0]
     assert frozen.state == TrialState.FAIL and "launched" not in frozen.user_attrs  # not PRUNED: not over budget
     with pytest.raises(SweepError, match=r"^every trial would fail: the sweep's config cannot be built even without "
