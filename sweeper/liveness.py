@@ -120,7 +120,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
     """Mark FAIL the RUNNING trials whose worker is lost (module docstring); returns their numbers."""
     now = time.time()
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # pragma: no mutate (only read)
         alive = local_worker_alive(trial)
         silent = now - last_sign_of_life(trial)
         if alive or (alive is None and silent <= grace_period):
@@ -196,7 +196,7 @@ def settle_stopped_workers(study: optuna.Study, pids: List[int]) -> List[int]:
     """
     ours = {f"{socket.gethostname()}:{pid}" for pid in pids}
     settled = fail_unlaunched_trials(study, interrupted=True)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # pragma: no mutate (only read)
         if trial.user_attrs.get(HOST_PID_ATTR) in ours and record_interrupted(study, trial):
             log.warning("trial %d: its worker (%s) ended without recording the interrupt; recorded now",
                         trial.number, trial.user_attrs[HOST_PID_ATTR])
@@ -215,7 +215,7 @@ def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> Li
     Nothing was trained for it, so it counts neither toward n_trials nor toward the failure rate.
     """
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # pragma: no mutate (only read)
         if trial.user_attrs.get("launched"):
             continue
         if interrupted:
