@@ -597,6 +597,7 @@ def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_l
         TrialState.FAIL, TrialState.RUNNING, TrialState.FAIL]
     assert t[mine.number].user_attrs["error"] == "interrupted" and t[mine.number].user_attrs["interrupted"] is True
     assert t[unlaunched.number].user_attrs["interrupted"] is True
+    assert t[unlaunched.number].user_attrs["error"] == "interrupted"
     queued = [q for q in t if q.state == TrialState.WAITING]  # the launched one only: the other never trained
     assert [(q.user_attrs["retry_of"], q.system_attrs["fixed_params"]) for q in queued] == [(mine.number, t[mine.number].params)]
     assert settle_stopped_workers(study, [4242]) == []  # recorded once
