@@ -575,11 +575,13 @@ def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_la
     assert notes[lost.number].endswith(f"was killed or lost; run again as trial {queued[0].number}")
 
 
-def test_only_unlaunched_running_trials_are_failed_as_never_launched():
+def test_only_unlaunched_running_trials_are_failed_as_never_launched(caplog):
     study = optuna.create_study(direction="maximize")
     launched, orphan = running_trial(study), study.ask(SPACE)
     assert fail_unlaunched_trials(study) == [orphan.number]
     assert study.trials[launched.number].state == TrialState.RUNNING
+    assert study.trials[orphan.number].user_attrs["error"] == NEVER_LAUNCHED
+    assert caplog.messages == [f"trial {orphan.number} was claimed but never launched (database outage): marked failed"]
 
 
 def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_launched_one_runs_again():
