@@ -17,7 +17,7 @@ from .budget import BudgetGate, Verdict
 from .errors import SweepError
 from .interrupts import INTERRUPTED_ATTR
 from .liveness import (
-    LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_stale_trials, fail_unlaunched_trials, mark_failed, worker_marks,
+    LOST_WORKER_ATTR, fail_never_launched, fail_stale_trials, fail_unlaunched_trials, worker_marks,
 )
 from .samplers import tell
 from .search_space import format_override
@@ -125,14 +125,13 @@ class ClaimStep:
         """Fail, as never launched, the trial of a claim that never reached its caller if it is still RUNNING:
         a database outage cut that claim short (its marks half written, or its answer or the lock's release
         lost) and it is being claimed again. Nothing trains that trial, and its worker is this live process,
-        so no liveness check would ever fail it: every worker would wait on it for ever."""
-        left = self._cut_short
-        if left is None:
+        so no liveness check would ever fail it: every worker would wait on it for ever. (``__call__`` lets go
+        of the trial once a claim reaches its caller.)"""
+        if self._cut_short is None:
             return
-        frozen = study._storage.get_trial(left._trial_id)
-        if frozen.state == TrialState.RUNNING and mark_failed(study, frozen, NEVER_LAUNCHED, {LAUNCHED_ATTR: False}):
-            log.warning("trial %d was claimed but never launched (database outage): marked failed", frozen.number)
-        self._cut_short = None
+        frozen = study._storage.get_trial(self._cut_short._trial_id)
+        if frozen.state == TrialState.RUNNING:
+            fail_never_launched(study, frozen, {LAUNCHED_ATTR: False})
 
     @staticmethod
     def _skip_duplicate(study: optuna.Study, trial: optuna.Trial, overrides: List[str], twin: FrozenTrial) -> Claim:

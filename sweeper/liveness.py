@@ -221,7 +221,14 @@ def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> Li
         if interrupted:
             if mark_failed(study, trial, "interrupted", {"interrupted": True}):
                 failed.append(trial.number)
-        elif mark_failed(study, trial, NEVER_LAUNCHED):
+        elif fail_never_launched(study, trial):
             failed.append(trial.number)
-            log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
     return failed
+
+
+def fail_never_launched(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: Optional[dict] = None) -> bool:
+    """Fail a RUNNING trial a database outage cut its claim short on, and say so; False when it had finished."""
+    if not mark_failed(study, trial, NEVER_LAUNCHED, attrs):
+        return False
+    log.warning("trial %d was claimed but never launched (database outage): marked failed", trial.number)
+    return True
