@@ -527,6 +527,16 @@ def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone
     assert by_number[fresh.number].state == TrialState.RUNNING
 
 
+def test_a_trial_silent_for_exactly_the_grace_period_is_still_alive(monkeypatch):
+    study = optuna.create_study(direction="maximize")
+    now = float(int(time.time())) + 1000
+    at_edge, past = running_trial(study), running_trial(study)
+    study._storage.set_trial_system_attr(at_edge._trial_id, HEARTBEAT_ATTR, now - 60)
+    study._storage.set_trial_system_attr(past._trial_id, HEARTBEAT_ATTR, now - 60.5)
+    monkeypatch.setattr(time, "time", lambda: now)
+    assert fail_stale_trials(study, grace_period=60, retry=False) == [past.number]
+
+
 def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(request):
     """A live local worker is never failed for a late heartbeat (a loaded machine delays them behind
     SQLite's lock); a dead one is failed at once, whatever the grace period; another host's, by heartbeat."""
@@ -562,6 +572,73 @@ def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(reques
     request.getfixturevalue("hundred_seconds_later")
     assert fail_stale_trials(study, grace_period=60, retry=False) == [elsewhere.number]  # silent 100 s, elsewhere
     assert study.trials[alive.number].state == TrialState.RUNNING  # silent 100 s too, but its process runs
+
+
+def test_a_worker_whose_name_holds_parentheses_and_spaces_is_read_from_after_its_name(tmp_path):
+    """/proc/<pid>/stat puts the command name in parentheses, and a name may hold ") " itself: the start
+    time is the 20th field after the name's last parenthesis."""
+    import shutil
+    import subprocess
+
+    from sweeper.liveness import process_started
+
+    if process_started(os.getpid()) is None:
+        pytest.skip("no /proc here")
+    odd = tmp_path / "w) x ) y"
+    shutil.copy(shutil.which("sleep"), odd)
+    worker = subprocess.Popen([str(odd), "60"])
+    try:
+        stat = open(f"/proc/{worker.pid}/stat").read()
+        assert "w) x ) y" in stat
+        assert process_started(worker.pid) == stat[stat.rindex(")") + 1:].split()[19]
+    finally:
+        worker.kill()
+        worker.wait()
+    assert process_started(worker.pid) is None
+
+
+def test_a_claim_marks_its_host_pid_and_start_time_and_the_pid_is_read_after_the_hosts_last_colon(monkeypatch):
+    import socket
+
+    from sweeper.liveness import WORKER_STARTED_ATTR, local_worker_alive, process_started, worker_marks
+
+    if process_started(os.getpid()) is None:
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(socket, "gethostname", lambda: "pod:7")  # a name with a colon of its own
+    marks = worker_marks()
+    assert marks == {HOST_PID_ATTR: f"pod:7:{os.getpid()}", WORKER_STARTED_ATTR: process_started(os.getpid())}
+    study = optuna.create_study(direction="maximize")
+    trial = running_trial(study)
+    for key, value in marks.items():
+        trial.set_user_attr(key, value)
+    assert local_worker_alive(study.trials[trial.number]) is True
+
+
+def test_a_worker_this_host_cannot_tell_about_is_judged_by_heartbeat(monkeypatch):
+    """None (unknowable), not False (gone): no pid after the host, or no /proc to look the process up in."""
+    import socket
+
+    import sweeper.liveness as liveness
+
+    study = optuna.create_study(direction="maximize")
+    trial = running_trial(study)
+    trial.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:not-a-pid")
+    assert liveness.local_worker_alive(study.trials[trial.number]) is None
+    trial.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    monkeypatch.setattr(liveness, "process_started", lambda pid: None)  # a host with no /proc
+    assert liveness.local_worker_alive(study.trials[trial.number]) is None
+
+
+@pytest.mark.parametrize("state, gone", [("Z", True), ("X", True), ("S", False), ("R", False), ("D", False)])
+def test_a_zombie_or_dead_process_has_no_start_time(monkeypatch, state, gone):
+    """Zombie (Z) and dead (X, seen only for an instant) are gone; sleeping, running or in I/O are alive."""
+    import io
+
+    import sweeper.liveness as liveness
+
+    line = f"4242 (train) {state} 1 4242 4242 0 -1 4194304 " + " ".join(str(n) for n in range(10, 58))
+    monkeypatch.setattr(liveness, "open", lambda path: io.StringIO(line), raising=False)
+    assert liveness.process_started(4242) == (None if gone else "22")  # field 22: the start time
 
 
 def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_later):
