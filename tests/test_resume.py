@@ -473,7 +473,8 @@ def test_a_lost_workers_trial_queued_again_carries_its_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("in_s3", [False, True])
-def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_stale_trials(tmp_path, request, in_s3):
+def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_stale_trials(tmp_path, request, in_s3,
+                                                                                          caplog):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
     where = location(None, f"sqlite:///{tmp_path}/s.db")
     if in_s3:  # the notes live under the store's prefix in the bucket
@@ -491,7 +492,11 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
     checkpoints.mark_stopped(where, "lost", trial.number)  # what the stopping sweep leaves, the database away
     assert checkpoints.stopped_by_sweep(where, "lost", trial.number)
     assert not checkpoints.stopped_by_sweep(where, "lost", trial.number + 1)
-    assert fail_stale_trials(study, grace_period=3600, retry=False, checkpoints=where) == [trial.number]
+    with caplog.at_level("INFO", logger="sweeper.liveness"):
+        assert fail_stale_trials(study, grace_period=3600, retry=False, checkpoints=where) == [trial.number]
+    assert [r.getMessage() for r in caplog.records if r.name == "sweeper.liveness"] == [
+        "trial 0: stopped by its sweep while the database was away; marked failed",
+        "trial 0 re-queued with the same parameters and its checkpoint of step 4"]
     stopped, queued = study.trials
     assert stopped.user_attrs["error"] == "stopped by its sweep while the database was away"
     assert stopped.user_attrs["interrupted"] is True and "lost_worker" not in stopped.user_attrs

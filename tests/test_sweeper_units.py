@@ -516,15 +516,35 @@ def hundred_seconds_later(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: real() + 100)
 
 
-def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone(request):
+def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone(request, caplog):
     study = optuna.create_study(direction="maximize")
     stale, fresh = running_trial(study), running_trial(study, heartbeat_at=90)  # silent 100 s; beat 10 s ago
     request.getfixturevalue("hundred_seconds_later")
     assert fail_stale_trials(study, grace_period=60, retry=False) == [stale.number]
+    assert caplog.messages == [f"trial {stale.number}: no heartbeat for 100s; marked failed"]
     by_number = {t.number: t for t in study.trials}
     assert by_number[stale.number].state == TrialState.FAIL and by_number[stale.number].user_attrs[LOST_WORKER_ATTR]
     assert by_number[stale.number].user_attrs["error"] == "no heartbeat for over 60s: its worker was killed or lost"
     assert by_number[fresh.number].state == TrialState.RUNNING
+
+
+def test_a_lost_trial_finished_by_another_worker_first_is_skipped_and_the_next_one_still_failed(monkeypatch, request):
+    import sweeper.liveness as liveness
+
+    study = optuna.create_study(direction="maximize")
+    first, second = running_trial(study), running_trial(study)
+    request.getfixturevalue("hundred_seconds_later")
+    real = liveness.mark_failed
+
+    def finished_meanwhile(study, trial, error, attrs=None):
+        if trial.number == first.number:
+            study.tell(trial.number, 0.5)  # its worker was slow, not lost, and told its value first
+        return real(study, trial, error, attrs)
+
+    monkeypatch.setattr(liveness, "mark_failed", finished_meanwhile)
+    assert fail_stale_trials(study, grace_period=60, retry=True) == [second.number]
+    assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert [t.user_attrs["retry_of"] for t in study.trials if t.state == TrialState.WAITING] == [second.number]
 
 
 def test_a_trial_silent_for_exactly_the_grace_period_is_still_alive(monkeypatch):
@@ -537,7 +557,7 @@ def test_a_trial_silent_for_exactly_the_grace_period_is_still_alive(monkeypatch)
     assert fail_stale_trials(study, grace_period=60, retry=False) == [past.number]
 
 
-def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(request):
+def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(request, caplog):
     """A live local worker is never failed for a late heartbeat (a loaded machine delays them behind
     SQLite's lock); a dead one is failed at once, whatever the grace period; another host's, by heartbeat."""
     import socket
@@ -569,6 +589,7 @@ def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(reques
     zombie.wait()
     errors = {t.number: t.user_attrs.get("error") for t in study.trials}
     assert errors[dead.number] == f"its worker process ({host}:{gone.pid}) is gone: it was killed or lost"
+    assert f"trial {dead.number}: {errors[dead.number]}; marked failed" in caplog.messages
     request.getfixturevalue("hundred_seconds_later")
     assert fail_stale_trials(study, grace_period=60, retry=False) == [elsewhere.number]  # silent 100 s, elsewhere
     assert study.trials[alive.number].state == TrialState.RUNNING  # silent 100 s too, but its process runs
