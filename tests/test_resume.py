@@ -627,6 +627,23 @@ def test_a_lost_workers_trial_not_run_again_leaves_no_checkpoint(tmp_path):
     assert not (Path(where) / rec["id"]).exists() and not (Path(where) / "lost" / "trial_0").exists()
 
 
+def test_a_lost_workers_trial_not_run_again_leaves_nothing_under_its_folder_in_a_bucket(tmp_path, s3_bucket):
+    """Its folder under the store's prefix goes whole: the checkpoint the database names and what its job left
+    beside it (a note written while the database was away); another trial's folder stays."""
+    where = "s3://runs/team"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    rec = {"id": checkpoints.new_id(where, "lost", trial.number, 0, 2), "step": 2, "repeat": 0}
+    other = checkpoints.new_id(where, "lost", trial.number + 1, 0, 2)
+    for key in (rec["id"], other):
+        s3_bucket.put_object(Bucket="runs", Key=key, Body=b"state")
+    assert checkpoints.note_unrecorded(where, "lost", trial.number, {**rec, "step": 4, "reports": [[4, 0.4]]})
+    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", CHECKPOINT_ATTR: rec}.items():
+        trial.set_user_attr(key, value)
+    assert fail_stale_trials(study, grace_period=3600, retry=False, checkpoints=where) == [trial.number]
+    assert [o["Key"] for o in s3_bucket.list_objects_v2(Bucket="runs")["Contents"]] == [other]
+
+
 # ------------------------------------------------------------------ the MNIST trainer, through a sweep
 
 MNIST_SMALL = ["data.train_subset=1000", "data.test_subset=500", "trainer.epochs=3", "trainer.threads=1",

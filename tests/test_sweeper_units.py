@@ -662,10 +662,12 @@ def test_a_zombie_or_dead_process_has_no_start_time(monkeypatch, state, gone):
     assert liveness.process_started(4242) == (None if gone else "22")  # field 22: the start time
 
 
-def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_later):
+def test_retry_requeues_a_lost_trial_with_the_same_parameters(hundred_seconds_later, caplog):
     study = optuna.create_study(direction="maximize")
     lost = running_trial(study)
-    assert fail_stale_trials(study, grace_period=60, retry=True) == [lost.number]
+    with caplog.at_level("INFO", logger="sweeper.liveness"):
+        assert fail_stale_trials(study, grace_period=60, retry=True) == [lost.number]
+    assert caplog.messages[-1] == f"trial {lost.number} re-queued with the same parameters"  # nothing carried on
     queued = [t for t in study.trials if t.state == TrialState.WAITING]
     assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == lost.params
     assert queued[0].user_attrs["retry_of"] == lost.number
