@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from sweeper import checkpoints
 from sweeper.checkpoints import CHECKPOINT_ATTR, AtomicFileSystemArtifactStore, carried_over, location
-from sweeper.liveness import fail_stale_trials
+from sweeper.liveness import fail_stale_trials, what_carries_on
 from sweeper.storage import open_storage
 
 from .support import in_process
@@ -321,6 +321,19 @@ def test_what_a_queued_trial_carries():
     assert CHECKPOINT_ATTR not in carried_over(frozen(4, {**repeated, CHECKPOINT_ATTR: ckpt}, steps))
     done = {**repeated, "repeat_values": [1.0, 2.0, 3.0]}
     assert carried_over(frozen(4, {**done, CHECKPOINT_ATTR: ckpt}, steps)) == {}  # every repeat finished
+
+
+@pytest.mark.parametrize("carried, words", [
+    ({}, ""),
+    ({"repeat_values": None, CHECKPOINT_ATTR: None}, ""),
+    ({"repeat_values": [1.0]}, "its 1 finished repeat"),
+    ({"repeat_values": [1.0, 2.0]}, "its 2 finished repeats"),
+    ({CHECKPOINT_ATTR: {"id": "a", "step": 3}}, "its checkpoint of step 3"),
+    ({"repeat_values": [1.0, 2.0], CHECKPOINT_ATTR: {"id": "a", "step": 3}},
+     "its 2 finished repeats and its checkpoint of step 3"),
+])
+def test_what_a_queued_trial_carries_in_words(carried, words):
+    assert what_carries_on(carried) == words
 
 
 def test_what_a_queued_trial_carries_when_its_attributes_are_partial():
