@@ -26,8 +26,8 @@ from sweeper.api import SweepTrial
 from sweeper.budget import BudgetGate, Verdict
 from sweeper.claim import ClaimStep
 from sweeper.liveness import (
-    HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_stale_trials, fail_unlaunched_trials,
-    settle_stopped_workers,
+    HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_never_launched, fail_stale_trials,
+    fail_unlaunched_trials, settle_stopped_workers,
 )
 from sweeper.reporter import TrialReporter
 from sweeper.samplers import FirstRepeatsPruner
@@ -682,9 +682,11 @@ def test_only_unlaunched_running_trials_are_failed_as_never_launched(caplog):
     assert study.trials[launched.number].state == TrialState.RUNNING
     assert study.trials[orphan.number].user_attrs["error"] == NEVER_LAUNCHED
     assert caplog.messages == [f"trial {orphan.number} was claimed but never launched (database outage): marked failed"]
+    assert fail_never_launched(study, study.trials[orphan.number]) is False  # finished (failed) first: said once
+    assert len(caplog.messages) == 1
 
 
-def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_launched_one_runs_again():
+def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_launched_one_runs_again(caplog):
     """After the sweep stopped its workers: the launched trial of worker 4242 and the one asked and never
     launched are recorded interrupted (the launched one queued to run first); others' trials run on."""
     import socket
@@ -694,6 +696,8 @@ def test_trials_a_stopped_worker_left_running_are_recorded_interrupted_and_its_l
     mine.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:4242")
     other.set_user_attr(HOST_PID_ATTR, f"{socket.gethostname()}:4243")  # another invocation's worker, alive or not
     assert sorted(settle_stopped_workers(study, [4242, 17])) == [mine.number, unlaunched.number]
+    assert caplog.messages == [f"trial {mine.number}: its worker ({socket.gethostname()}:4242) ended without recording "
+                               "the interrupt; recorded now"]
     t = study.trials
     assert [t[n].state for n in (mine.number, other.number, unlaunched.number)] == [
         TrialState.FAIL, TrialState.RUNNING, TrialState.FAIL]
