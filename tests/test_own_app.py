@@ -151,6 +151,16 @@ def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, cap
         "best trial 1: objective = 2 with {'x': 2}"]
 
 
+def test_a_resumed_sweeps_header_counts_the_trained_trials_it_has_done(tmp_path, capsys):
+    """Complete trials count toward n_trials, a failed one does not (it is run again as another point)."""
+    args = ["x=choice(1,2,4)", "hydra/sweeper/sampler=grid", "raise_on=[4]", "hydra.sweeper.max_failure_rate=1.0"]
+    assert sweep(tmp_path, *args, "hydra.sweeper.n_trials=3") == 0
+    assert sorted(t.state.name for t in trials(tmp_path)) == ["COMPLETE", "COMPLETE", "FAIL"]
+    capsys.readouterr()
+    assert sweep(tmp_path, *args, "hydra.sweeper.n_trials=5") == 0
+    assert printed(capsys, tmp_path)[1] == "study: own (maximize objective), 2 of 5 trained trials done"
+
+
 @pytest.mark.parametrize("url, shown", [("sqlite:///rel.db", "sqlite:///rel.db (TMP/rel.db)"),
                                          ("journal:///rel.log", "journal:///rel.log (TMP/rel.log)"),
                                          ("journal:////TMP/abs.log", "journal:////TMP/abs.log")])
