@@ -161,6 +161,16 @@ def test_a_resumed_sweeps_header_counts_the_trained_trials_it_has_done(tmp_path,
     assert printed(capsys, tmp_path)[1] == "study: own (maximize objective), 2 of 5 trained trials done"
 
 
+def test_the_headers_search_space_names_every_parameter_or_says_custom(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(1,2)", "steps=range(2,4)", "hydra.sweeper.n_trials=1") == 0
+    assert [line for line in printed(capsys, tmp_path) if line.startswith("search space")] == [
+        "search space: x: choice(1,2), steps: int[2,3]"]
+    assert sweep(tmp_path, "hydra.sweeper.custom_search_space=tests.toy_app.space.steps_up_to_x", "x=3",
+                 "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=custom") == 0
+    lines = printed(capsys, tmp_path)
+    assert [line for line in lines if line.startswith(("search space", "fixed"))] == ["search space: custom", "fixed: x=3"]
+
+
 @pytest.mark.parametrize("url, shown", [("sqlite:///rel.db", "sqlite:///rel.db (TMP/rel.db)"),
                                          ("journal:///rel.log", "journal:///rel.log (TMP/rel.log)"),
                                          ("journal:////TMP/abs.log", "journal:////TMP/abs.log")])
