@@ -161,10 +161,10 @@ def test_a_resumed_sweeps_header_counts_the_trained_trials_it_has_done(tmp_path,
     assert printed(capsys, tmp_path)[1] == "study: own (maximize objective), 2 of 5 trained trials done"
 
 
-def test_the_headers_search_space_names_every_parameter_or_says_custom(tmp_path, capsys):
-    assert sweep(tmp_path, "x=choice(1,2)", "steps=range(2,4)", "hydra.sweeper.n_trials=1") == 0
-    assert [line for line in printed(capsys, tmp_path) if line.startswith("search space")] == [
-        "search space: x: choice(1,2), steps: int[2,3]"]
+def test_the_headers_search_space_and_fixed_values_name_each_or_say_custom(tmp_path, capsys):
+    assert sweep(tmp_path, "x=choice(1,2)", "steps=range(2,4)", "seed=3", "sleep=0.01", "hydra.sweeper.n_trials=1") == 0
+    assert [line for line in printed(capsys, tmp_path) if line.startswith(("search space", "fixed"))] == [
+        "search space: x: choice(1,2), steps: int[2,3]", "fixed: seed=3 sleep=0.01"]
     assert sweep(tmp_path, "hydra.sweeper.custom_search_space=tests.toy_app.space.steps_up_to_x", "x=3",
                  "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=custom") == 0
     lines = printed(capsys, tmp_path)
