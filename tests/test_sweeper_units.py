@@ -8,6 +8,7 @@ behaviour end to end; these make the default ``pytest`` catch it too.
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import sys
 import time
@@ -521,7 +522,8 @@ def test_a_stale_heartbeat_fails_the_trial_as_lost_and_a_fresh_one_is_left_alone
     stale, fresh = running_trial(study), running_trial(study, heartbeat_at=90)  # silent 100 s; beat 10 s ago
     request.getfixturevalue("hundred_seconds_later")
     assert fail_stale_trials(study, grace_period=60, retry=False) == [stale.number]
-    assert caplog.messages == [f"trial {stale.number}: no heartbeat for 100s; marked failed"]
+    (said,) = caplog.messages  # silent 100 s and the moments since, on a loaded machine perhaps a few
+    assert re.fullmatch(rf"trial {stale.number}: no heartbeat for 10\ds; marked failed", said), said
     by_number = {t.number: t for t in study.trials}
     assert by_number[stale.number].state == TrialState.FAIL and by_number[stale.number].user_attrs[LOST_WORKER_ATTR]
     assert by_number[stale.number].user_attrs["error"] == "no heartbeat for over 60s: its worker was killed or lost"
