@@ -152,7 +152,7 @@ def test_a_sweep_prints_its_settings_a_line_per_trial_and_its_best(tmp_path, cap
 
 
 def test_a_resumed_sweeps_header_counts_the_trained_trials_it_has_done(tmp_path, capsys):
-    """Complete trials count toward n_trials, a failed one does not (it is run again as another point)."""
+    """Complete trials count toward n_trials; a failed one does not."""
     args = ["x=choice(1,2,4)", "hydra/sweeper/sampler=grid", "raise_on=[4]", "hydra.sweeper.max_failure_rate=1.0"]
     assert sweep(tmp_path, *args, "hydra.sweeper.n_trials=3") == 0
     assert sorted(t.state.name for t in trials(tmp_path)) == ["COMPLETE", "COMPLETE", "FAIL"]
