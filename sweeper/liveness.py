@@ -31,6 +31,7 @@ from .checkpoints import (
 )
 from .interrupts import INTERRUPTED_ATTR
 from .repeats import REPEAT_VALUES_ATTR
+from .trials import LAUNCHED_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
             continue
         stopped = checkpoints is not None and stopped_by_sweep(checkpoints, study.study_name, trial.number)
         if stopped:  # its sweep stopped for a database outage and could not record it (checkpoints.mark_stopped)
-            error, attrs = "stopped by its sweep while the database was away", {"interrupted": True}
+            error, attrs = "stopped by its sweep while the database was away", {INTERRUPTED_ATTR: True}
         elif alive is False:
             error = f"its worker process ({trial.user_attrs[HOST_PID_ATTR]}) is gone: it was killed or lost"
             attrs = {LOST_WORKER_ATTR: True}
@@ -138,7 +139,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
         failed.append(trial.number)
         log.warning("trial %d: %s; marked failed", trial.number,
                     error if alive is False or stopped else f"no heartbeat for {silent:.0f}s")
-        if (retry or stopped) and trial.user_attrs.get("launched"):
+        if (retry or stopped) and trial.user_attrs.get(LAUNCHED_ATTR):
             carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}, checkpoints=checkpoints))
             log.info("trial %d re-queued with the same parameters%s", trial.number, f" and {carried}" if carried else "")
         elif checkpoints is not None:  # not run again: its checkpoint would only take disk
@@ -180,7 +181,7 @@ def record_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     if not mark_failed(study, trial, "interrupted", {INTERRUPTED_ATTR: True}):
         return False
     requeue(study, trial, {"retry_of": trial.number},
-            only_if_carried=not (trial.user_attrs.get("launched") or "retry_of" in trial.user_attrs))
+            only_if_carried=not (trial.user_attrs.get(LAUNCHED_ATTR) or "retry_of" in trial.user_attrs))
     return True
 
 
@@ -216,10 +217,10 @@ def fail_unlaunched_trials(study: optuna.Study, interrupted: bool = False) -> Li
     """
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # pragma: no mutate (only read)
-        if trial.user_attrs.get("launched"):
+        if trial.user_attrs.get(LAUNCHED_ATTR):
             continue
         if interrupted:
-            if mark_failed(study, trial, "interrupted", {"interrupted": True}):
+            if mark_failed(study, trial, "interrupted", {INTERRUPTED_ATTR: True}):
                 failed.append(trial.number)
         elif fail_never_launched(study, trial):
             failed.append(trial.number)
