@@ -438,6 +438,12 @@ def lost_trial(tmp_path: Path, retry: bool):
     return study, where, rec
 
 
+def as_lost_workers(trial: optuna.Trial, **attrs) -> None:
+    """Mark a RUNNING trial launched by a worker process on this host that is gone (a pid above Linux's limit)."""
+    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", **attrs}.items():
+        trial.set_user_attr(key, value)
+
+
 def a_lost_workers_trial(tmp_path: Path):
     """A RUNNING trial whose worker on this host is gone, with a checkpoint in the store."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="lost")
@@ -448,8 +454,7 @@ def a_lost_workers_trial(tmp_path: Path):
     trial.report(0.5, 1)
     trial.report(0.6, 2)
     trial.report(0.7, 3)
-    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", CHECKPOINT_ATTR: rec}.items():
-        trial.set_user_attr(key, value)
+    as_lost_workers(trial, **{CHECKPOINT_ATTR: rec})
     return study, where, rec
 
 
@@ -493,8 +498,7 @@ def test_a_trial_its_sweep_stopped_in_an_outage_is_queued_again_without_retry_st
     if in_s3:  # the notes live under the store's prefix in the bucket
         bucket, where = request.getfixturevalue("s3_bucket"), "s3://runs/team"
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}"}.items():
-        trial.set_user_attr(key, value)
+    as_lost_workers(trial)
     trial.report(0.1, 1)
     trial.report(0.2, 2)
     trial.set_user_attr(CHECKPOINT_ATTR, {"id": checkpoints.new_id(where, "lost", trial.number, 0, 2), "step": 2,
@@ -651,8 +655,7 @@ def test_a_lost_workers_trial_not_run_again_leaves_nothing_under_its_folder_in_a
     for key in (rec["id"], other):
         s3_bucket.put_object(Bucket="runs", Key=key, Body=b"state")
     assert checkpoints.note_unrecorded(where, "lost", trial.number, {**rec, "step": 4, "reports": [[4, 0.4]]})
-    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", CHECKPOINT_ATTR: rec}.items():
-        trial.set_user_attr(key, value)
+    as_lost_workers(trial, **{CHECKPOINT_ATTR: rec})
     assert fail_stale_trials(study, grace_period=3600, retry=False, checkpoints=where) == [trial.number]
     assert [o["Key"] for o in s3_bucket.list_objects_v2(Bucket="runs")["Contents"]] == [other]
 

@@ -28,7 +28,7 @@ from sweeper.budget import BudgetGate, Verdict
 from sweeper.claim import ClaimStep
 from sweeper.liveness import (
     HEARTBEAT_ATTR, HOST_PID_ATTR, LOST_WORKER_ATTR, NEVER_LAUNCHED, fail_never_launched, fail_stale_trials,
-    fail_unlaunched_trials, settle_stopped_workers,
+    fail_unlaunched_trials, process_started, settle_stopped_workers,
 )
 from sweeper.reporter import TrialReporter
 from sweeper.samplers import FirstRepeatsPruner
@@ -510,6 +510,10 @@ def running_trial(study, heartbeat_at=None):
     return trial
 
 
+needs_proc = pytest.mark.skipif(process_started(os.getpid()) is None,
+                                reason="no /proc here: workers are judged by heartbeat alone")
+
+
 @pytest.fixture
 def hundred_seconds_later(monkeypatch):
     """The clock liveness reads, moved 100 s on: trials started now are 100 s old."""
@@ -559,6 +563,7 @@ def test_a_trial_silent_for_exactly_the_grace_period_is_still_alive(monkeypatch)
     assert fail_stale_trials(study, grace_period=60, retry=False) == [past.number]
 
 
+@needs_proc
 def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(request, caplog):
     """A live local worker is never failed for a late heartbeat (a loaded machine delays them behind
     SQLite's lock); a dead one is failed at once, whatever the grace period; another host's, by heartbeat."""
@@ -566,10 +571,8 @@ def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(reques
     import subprocess
     import sys
 
-    from sweeper.liveness import process_started, worker_marks
+    from sweeper.liveness import worker_marks
 
-    if process_started(os.getpid()) is None:
-        pytest.skip("no /proc here: workers are judged by heartbeat alone")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -597,16 +600,13 @@ def test_a_worker_on_this_host_is_judged_by_its_process_not_its_heartbeat(reques
     assert study.trials[alive.number].state == TrialState.RUNNING  # silent 100 s too, but its process runs
 
 
+@needs_proc
 def test_a_worker_whose_name_holds_parentheses_and_spaces_is_read_from_after_its_name(tmp_path):
     """/proc/<pid>/stat puts the command name in parentheses, and a name may hold ") " itself: the start
     time is the 20th field after the name's last parenthesis."""
     import shutil
     import subprocess
 
-    from sweeper.liveness import process_started
-
-    if process_started(os.getpid()) is None:
-        pytest.skip("no /proc here")
     odd = tmp_path / "w) x ) y"
     shutil.copy(shutil.which("sleep"), odd)
     worker = subprocess.Popen([str(odd), "60"])
@@ -620,13 +620,12 @@ def test_a_worker_whose_name_holds_parentheses_and_spaces_is_read_from_after_its
     assert process_started(worker.pid) is None
 
 
+@needs_proc
 def test_a_claim_marks_its_host_pid_and_start_time_and_the_pid_is_read_after_the_hosts_last_colon(monkeypatch):
     import socket
 
-    from sweeper.liveness import WORKER_STARTED_ATTR, local_worker_alive, process_started, worker_marks
+    from sweeper.liveness import WORKER_STARTED_ATTR, local_worker_alive, worker_marks
 
-    if process_started(os.getpid()) is None:
-        pytest.skip("no /proc here")
     monkeypatch.setattr(socket, "gethostname", lambda: "pod:7")  # a name with a colon of its own
     marks = worker_marks()
     assert marks == {HOST_PID_ATTR: f"pod:7:{os.getpid()}", WORKER_STARTED_ATTR: process_started(os.getpid())}
