@@ -31,7 +31,7 @@ from .checkpoints import (
 )
 from .interrupts import INTERRUPTED_ATTR
 from .repeats import REPEAT_VALUES_ATTR
-from .trials import LAUNCHED_ATTR
+from .trials import LAUNCHED_ATTR, RETRY_OF_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, retry: bool, che
         log.warning("trial %d: %s; marked failed", trial.number,
                     error if alive is False or stopped else f"no heartbeat for {silent:.0f}s")
         if (retry or stopped) and trial.user_attrs.get(LAUNCHED_ATTR):
-            carried = what_carries_on(requeue(study, trial, {"retry_of": trial.number}, checkpoints=checkpoints))
+            carried = what_carries_on(requeue(study, trial, {RETRY_OF_ATTR: trial.number}, checkpoints=checkpoints))
             log.info("trial %d re-queued with the same parameters%s", trial.number, f" and {carried}" if carried else "")
         elif checkpoints is not None:  # not run again: its checkpoint would only take disk
             remove(checkpoints, record(trial.user_attrs), [trial_folder(checkpoints, study.study_name, trial.number)])
@@ -180,8 +180,8 @@ def record_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     False when it had finished, or another worker failed it, first."""
     if not mark_failed(study, trial, "interrupted", {INTERRUPTED_ATTR: True}):
         return False
-    requeue(study, trial, {"retry_of": trial.number},
-            only_if_carried=not (trial.user_attrs.get(LAUNCHED_ATTR) or "retry_of" in trial.user_attrs))
+    requeue(study, trial, {RETRY_OF_ATTR: trial.number},
+            only_if_carried=not (trial.user_attrs.get(LAUNCHED_ATTR) or RETRY_OF_ATTR in trial.user_attrs))
     return True
 
 

@@ -64,7 +64,7 @@ from .storage import (
 from .summary_lines import log_header, write_results
 from .tracebacks import KeepTraceback
 from .trial_run import TrialRun
-from .trials import LAUNCHED_ATTR, budget_constraint, is_trained
+from .trials import LAUNCHED_ATTR, RETRY_OF_ATTR, budget_constraint, is_trained
 from .workers import start_workers, stop_workers, worker_index
 
 log = logging.getLogger(__name__)
@@ -285,9 +285,9 @@ class OptunaBudgetSweeper:
                     kept = sum(is_trained(t) for t in trials)
                     queued = []
                     for t in trials:
-                        if t.state == TrialState.WAITING and "retry_of" in t.user_attrs:
+                        if t.state == TrialState.WAITING and RETRY_OF_ATTR in t.user_attrs:
                             what = what_carries_on(t.user_attrs)
-                            queued.append(f", trial {t.user_attrs['retry_of']} queued to run again first"
+                            queued.append(f", trial {t.user_attrs[RETRY_OF_ATTR]} queued to run again first"
                                           f"{f' with {what}' if what else ''}")
                     sys.stderr.write(f"interrupted: {kept} trained trials kept{''.join(queued)}; the same command resumes\n")
         sys.exit(exit_code(exc))

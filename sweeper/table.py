@@ -19,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .repeats import (AGGREGATE_ATTR, AGGREGATES, CONTINUES_ATTR, RACED_OUT_ATTR, REPEAT_ATTRS_ATTR, REPEAT_SECONDS_ATTR, REPEATS_N_ATTR,
                       aggregate, stored_values)
-from .trials import BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, METRICS_ATTR, attr, trial_kind
+from .trials import (BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, ERROR_ATTR, LAUNCHED_ATTR, METRICS_ATTR, RETRY_OF_ATTR, attr,
+                     trial_kind)
 
 KINDS = ("complete", "pruned", "raced", "rejected", "failed", "running", "waiting")
 # The table's order of kinds: trials that trained in full (a raced one finished at least one repeat's every
@@ -203,7 +204,7 @@ def trial_rows(study: optuna.Study, all_params: bool = False) -> List[Dict[str, 
     with_seconds = any(_seconds(t) is not None for t in trials)
     reruns = {}  # a trial failed by a lost worker or an interrupt -> the trial queued to run its point again
     for t in trials:
-        source = t.user_attrs.get("retry_of", t.user_attrs.get(CONTINUES_ATTR))
+        source = t.user_attrs.get(RETRY_OF_ATTR, t.user_attrs.get(CONTINUES_ATTR))
         if isinstance(source, int):
             reruns[source] = t.number
     rows, rank = [], 0

@@ -17,10 +17,12 @@ BUDGET_MAX_ATTR = "budget_max"  # the budget's limit for this trial
 BUDGET_NAME_ATTR = "budget_name"  # the name the measured value is stored under (e.g. n_params)
 BUDGET_CONSTRAINT = "budget_excess"  # measured value minus the limit: <= 0 is feasible
 PRUNED_AT_ATTR = "pruned_at_step"  # the step the pruner stopped the trial at (sweeper.api)
+RETRY_OF_ATTR = "retry_of"  # on a trial queued to run a lost or interrupted trial's point again: that trial's number
 # written by the sweeper, not the job: left out of a repeat's record of what its job stored
 SWEEPER_ATTRS = frozenset({
     LAUNCHED_ATTR, OVERRIDES_ATTR, ERROR_ATTR, BUDGET_MAX_ATTR, BUDGET_NAME_ATTR, BUDGET_CONSTRAINT, "rejected",
-    "reason", "worker", "host_pid", "worker_started", "budget_check_seconds", "sweep_seconds", "interrupted", "lost_worker", "retry_of",
+    "reason", "worker", "host_pid", "worker_started", "budget_check_seconds", "sweep_seconds", "interrupted",
+    "lost_worker", RETRY_OF_ATTR,
     "repeat", "repeat_values", "repeats_run", "repeat_seconds", "repeat_attrs", "repeats_n", "repeat_key",
     "repeats_aggregate", "raced_out_after", "continues", "carried_steps", "traceback", "error_log",
     "checkpoint", "metric_names",
