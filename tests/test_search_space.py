@@ -250,9 +250,10 @@ def test_a_key_the_apps_config_lacks_is_refused_with_the_nearest_one_and_the_key
 
     cfg = OmegaConf.create({"model": {"width": 8, "head": {"kind": "gap"}}, "layers": [1, 2], "lr": 0.1,
                             "hydra": {"job": {"name": "x"}}, "optim": {"name": "adam"}})
-    options = {"optim": ["adam", "sgd"], "model/norm": ["bn"]}.get
+    options = {"optim": ["adam", "sgd"], "model/norm": ["bn"], "db": ["mysql"], "Xnet": ["a"]}.get
     for keys in (["model.width", "model.head.kind", "layers.1", "lr", "model"], ["+new.key"], ["~lr"], ["++x"],
-                 ["db@backup"], ["model/norm"], ["hydra.sweeper.x"], ["optim", "optim.lr"], ["++optim", "optim.b.c"]):
+                 ["db@backup"], ["model/norm"], ["hydra.sweeper.x"], ["optim", "optim.lr"], ["++optim", "optim.b.c"],
+                 ["+db@backup", "db.host"], ["Xnet", "Xnet.depth"]):  # a packaged group; a group named X...
         check_keys_exist(keys, cfg, lambda g: options(g) or [])  # a chosen group's keys may be another option's
 
     def refused(key):
@@ -267,6 +268,13 @@ def test_a_key_the_apps_config_lacks_is_refused_with_the_nearest_one_and_the_key
     assert refused("qqqqq") == "qqqqq is not a key of the app's config; (to add a new key: +qqqqq=...)"
     assert refused("lr.x").startswith("lr.x is not a key") and refused("layers.x").startswith("layers.x is not a key")
     assert refused("hydrax.job") .startswith("hydrax.job is not a key")  # only hydra. itself is Hydra's
+    # a group chosen by its path: its keys in dots are left alone; any group path is Hydra's to judge
+    for keys in (["model/norm", "model.norm.eps"], ["other/group"]):
+        check_keys_exist(keys, cfg, lambda g: options(g) or [])
+    # a key left alone (for any reason) does not end the check of the keys after it
+    for first in (["+new.key"], ["lr"], ["optim", "optim.lr"], ["model/norm", "model.norm.eps"], ["other/group"]):
+        with pytest.raises(SearchSpaceError, match=r"^qqqqq is not a key"):
+            check_keys_exist(first + ["qqqqq"], cfg, lambda g: options(g) or [])
     assert nearest_key("model.head.knd", cfg) == "model.head.kind" and nearest_key("lrr", cfg) == "lr"
     assert nearest_key("hydra.job.nam", cfg) is None  # Hydra's own keys are never offered
     assert nearest_key("zzz", cfg) is None
