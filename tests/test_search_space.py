@@ -224,6 +224,24 @@ def test_params_then_the_command_line_then_deprecated_entries_make_the_space(rec
     with pytest.warns(UserWarning):
         assert sweep_space(None, {"z": {"type": "categorical", "choices": ["p"]}}, []) == (
             {"z": CategoricalDistribution(["p"])}, {})
+    # a key fixed in params and searched on the command line (or the other way round) is the later one only
+    assert sweep_space({"b": "3"}, None, ["b=choice(1,2)"]) == ({"b": CategoricalDistribution([1, 2])}, {})
+    assert sweep_space({"b": "choice(1,2)"}, None, ["b=3"]) == ({}, {"b": "3"})
+
+
+def test_a_deprecated_entry_is_resolved_said_once_in_the_log_and_named_in_its_error(caplog):
+    from omegaconf import OmegaConf
+
+    from sweeper.search_space import sweep_space
+
+    root = OmegaConf.create({"lo": 2, "space": {"a": {"type": "int", "low": "${lo}", "high": 5}}})
+    with pytest.warns(UserWarning) as warned, caplog.at_level("WARNING", logger="sweeper.search_space"):
+        assert sweep_space(None, root.space, []) == ({"a": IntDistribution(2, 5)}, {})  # ${lo} resolved
+    assert [w.filename for w in warned] == [__file__]  # said of the caller, the sweeper, not of this module
+    assert [r.getMessage() for r in caplog.records] == [
+        "hydra.sweeper.search_space is deprecated: use hydra.sweeper.params"]
+    with pytest.warns(UserWarning), pytest.raises(SearchSpaceError, match=r"^search_space.z: "):
+        sweep_space(None, {"z": {"type": "int", "low": 0}}, [])  # no high
 
 
 def test_a_space_counts_its_points_only_when_every_distribution_is_discrete():
