@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -82,9 +83,9 @@ def record(meta: Path, verdicts: Dict[str, Tuple[Optional[int], float]]) -> None
 
 
 def workspace(root: Path, k: int, tests_from: Optional[Path]) -> Path:
-    """The k-th copy of ``mutants/`` (made fresh), with ``tests_from``'s tests when given."""
-    copy = root.with_name(f"{root.name}.screen{k}")
-    shutil.rmtree(copy, ignore_errors=True)
+    """The k-th copy of ``mutants/``, with ``tests_from``'s tests when given; a new folder for each run, so
+    runs of two modules at once (or a stopped run's leftovers) never share one."""
+    copy = Path(tempfile.mkdtemp(prefix=f"{root.name}.screen{k}.", dir=root.parent)) / root.name
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("*.meta", "*.spans", "__pycache__"))
     if tests_from is not None:
         shutil.rmtree(copy / "tests", ignore_errors=True)
@@ -193,7 +194,7 @@ def screen(root: Path, chosen: List[Tuple[Path, str]], tests: Sequence[str], job
         for thread in threads:
             thread.join()
     for where in places:
-        shutil.rmtree(where, ignore_errors=True)
+        shutil.rmtree(where.parent, ignore_errors=True)
     return counts
 
 
