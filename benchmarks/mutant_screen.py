@@ -130,15 +130,15 @@ def verdict(code: Optional[int], output: str) -> Optional[int]:
     return KILLED if code in (1, 2, 3) else code
 
 
-def check_setup(where: Path, tests: Sequence[str]) -> float:
+def check_setup(where: Path, tests: Sequence[str], running: Optional[set] = None) -> float:
     """Seconds the tests take on the code as it is; exits if they fail there or pass with every mutant raising."""
     start = time.monotonic()
-    code, output = pytest(where, tests, "", None)
+    code, output = pytest(where, tests, "", None, running)
     seconds = time.monotonic() - start
     if code != 0:
         sys.exit(f"the tests fail on the code as it is (pytest exit code {code}: {last_line(output)}); "
                  "nothing was judged")
-    code, _ = pytest(where, tests, FORCED_FAIL, None)
+    code, _ = pytest(where, tests, FORCED_FAIL, None, running)
     if code == 0:
         sys.exit("the tests pass with every mutated function raising: they do not run the mutated copy "
                  f"in {where} (an installed copy first on the path?); nothing was judged")
@@ -149,14 +149,34 @@ def screen(root: Path, chosen: List[Tuple[Path, str]], tests: Sequence[str], job
            tests_from: Optional[Path], timeout: Optional[float]) -> Dict[str, int]:
     """Judge each chosen mutant, ``jobs`` at a time; each verdict is written to its ``.meta`` as it comes."""
     places = [workspace(root, k, tests_from) for k in range(jobs)]
-    clean = check_setup(places[0], tests)
+    running: set = set()  # the tests' processes under way, each in a session of its own
+    try:
+        return _screen(places, chosen, tests, timeout, running)
+    finally:
+        end(running)
+        for where in places:
+            shutil.rmtree(where.parent, ignore_errors=True)
+
+
+def end(running: set) -> None:
+    """End the processes under way and theirs (Ctrl-C reaches only this process: they have sessions of their own)."""
+    for proc in list(running):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+
+def _screen(places: List[Path], chosen: List[Tuple[Path, str]], tests: Sequence[str], timeout: Optional[float],
+            running: set) -> Dict[str, int]:
+    clean = check_setup(places[0], tests, running)
     limit = timeout if timeout is not None else max(60.0, 10 * clean)
     print(f"{len(chosen)} mutants; the tests take {clean:.0f} s on the code as it is; timeout {limit:.0f} s",
           flush=True)
     todo: "queue.Queue[Tuple[Path, str]]" = queue.Queue()
     for item in chosen:
         todo.put(item)
-    lock, stop, counts, running = threading.Lock(), threading.Event(), {}, set()
+    lock, stop, counts = threading.Lock(), threading.Event(), {}
 
     def work(where: Path) -> None:
         while not stop.is_set():
@@ -166,6 +186,8 @@ def screen(root: Path, chosen: List[Tuple[Path, str]], tests: Sequence[str], job
                 return
             start = time.monotonic()
             code, output = pytest(where, tests, name, limit, running)
+            if stop.is_set():  # ended by the interrupt: left not judged
+                return
             seconds, judged, last = time.monotonic() - start, verdict(code, output), last_line(output)
             with lock:
                 if judged is None:
@@ -186,19 +208,20 @@ def screen(root: Path, chosen: List[Tuple[Path, str]], tests: Sequence[str], job
                 thread.join(0.5)
     except KeyboardInterrupt:
         stop.set()
-        for proc in list(running):
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-            except ProcessLookupError:  # ended meanwhile
-                pass
-        for thread in threads:
-            thread.join()
-    for where in places:
-        shutil.rmtree(where.parent, ignore_errors=True)
+        while any(thread.is_alive() for thread in threads):  # one may start a mutant as the stop comes
+            end(running)
+            time.sleep(0.1)
+        print("stopped: the mutants under way are left not judged", flush=True)
     return counts
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    signal.signal(signal.SIGTERM, _interrupted)  # kill, or the end of a background run: as Ctrl-C
+    signal.signal(signal.SIGINT, _interrupted)  # also where a shell started this run in the background, SIGINT ignored
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("generate", help="mutmut's generation step alone, in the current folder")
@@ -225,7 +248,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"no {'survivor' if args.survivors else 'unjudged mutant'} under {args.root} matches "
                      + " ".join(args.patterns))
     tests_from = args.tests_from.resolve() if args.tests_from is not None else None
-    counts = screen(args.root.resolve(), chosen, args.tests.split(), args.jobs, tests_from, args.timeout)
+    try:
+        counts = screen(args.root.resolve(), chosen, args.tests.split(), args.jobs, tests_from, args.timeout)
+    except KeyboardInterrupt:
+        sys.exit("stopped before any mutant was judged")
     print(f"judged {sum(counts.values())} of {len(chosen)}: {counts.get(KILLED, 0)} killed, "
           f"{counts.get(SURVIVED, 0)} survived, {counts.get(NO_TESTS, 0)} no tests, {counts.get(TIMEOUT, 0)} timeouts")
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -163,3 +165,26 @@ def test_tests_that_fail_on_the_code_or_do_not_run_the_mutated_copy_judge_nothin
 ])
 def test_verdicts_are_mutmuts_exit_codes(code, output, expected):
     assert verdict(code, output) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_stopped_run_leaves_the_mutants_under_way_not_judged_and_ends_their_processes(tmp_path):
+    root = project(tmp_path / "p", TEST_COUNTDOWN)
+    pids = tmp_path / "pids"
+    run = subprocess.Popen([sys.executable, str(SCREEN), "run", "--timeout", "300", "--tests", "tests/test_calc.py",
+                            "pkg.calc.x_countdown*"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env={**os.environ, "PIDS": str(pids)})
+    assert run.stdout is not None
+    seen = [run.stdout.readline()]  # "N mutants; the tests take ...": the setup is checked
+    assert "mutants; the tests take" in seen[0], seen
+    while not pids.exists() or len(pids.read_text().split()) < 4:  # the setup's two runs, two mutants under way
+        time.sleep(0.2)
+    time.sleep(2)  # the endless ones (n += 1, n = 1) are still counting down
+    run.send_signal(signal.SIGTERM)
+    rest = run.communicate(timeout=60)[0]
+    assert run.returncode == 0 and "stopped: the mutants under way are left not judged" in rest, rest
+    judged = by_function(codes(root))["countdown"]
+    assert None in judged and set(judged) <= {KILLED, None}  # nothing under way recorded as killed or timed out
+    assert not [pid for pid in map(int, pids.read_text().split()) if running(pid)]
+    assert not list(tmp_path.glob("p/mutants.screen*"))
