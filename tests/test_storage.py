@@ -332,3 +332,12 @@ def test_a_study_is_created_once_then_loaded_with_the_sampler_and_pruner_given_a
     other = load_or_create_study(storage, "t", ["minimize"], sampler, pruner)
     assert other.study_name == "t" and other.sampler is sampler and other.pruner is pruner
     assert [d.name for d in other.directions] == ["MINIMIZE"]
+
+
+def test_a_password_is_a_non_empty_one_even_where_sqlalchemy_cannot_read_the_url():
+    from sweeper.storage import has_password
+
+    assert not has_password("postgresql://u:@h/db")  # an empty password is none
+    assert has_password("postgresql://u:pw@h:notaport/db")  # SQLAlchemy cannot read the port; the pattern sees it
+    assert not has_password("postgresql://u@h:notaport/db")
+    assert not has_password("journal:///tmp/u:pw@x.log")  # a journal's path holds no password
