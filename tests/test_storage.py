@@ -254,6 +254,11 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_passw
         open_storage_readonly(f"sqlite:///{damaged}")
     assert str(info.value) == (f"{damaged} is not a readable SQLite database (corrupted, or not a sweep database): "
                                "database disk image is malformed")
+    text = tmp_path / "notes.db"  # no SQLite header at all: said without a cause
+    text.write_text("not a database\n")
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{text}")
+    assert str(info.value) == f"{text} is not a readable SQLite database (corrupted, or not a sweep database)"
 
 
 def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tmp_path):
@@ -341,3 +346,16 @@ def test_a_password_is_a_non_empty_one_even_where_sqlalchemy_cannot_read_the_url
     assert has_password("postgresql://u:pw@h:notaport/db")  # SQLAlchemy cannot read the port; the pattern sees it
     assert not has_password("postgresql://u@h:notaport/db")
     assert not has_password("journal:///tmp/u:pw@x.log")  # a journal's path holds no password
+
+
+def test_a_storage_url_written_with_a_password_is_refused_and_one_read_from_the_environment_is_not():
+    from sweeper.storage import refuse_written_password
+
+    with pytest.raises(StorageError) as info:
+        refuse_written_password("postgresql://u:s3cret@db/sweeps")
+    assert str(info.value) == (
+        "hydra.sweeper.storage='postgresql://u:***@db/sweeps' holds a password, and Hydra writes the command line "
+        "and config to disk: put the URL in $SWEEP_STORAGE (or the password in PGPASSWORD / ~/.pgpass) instead")
+    for raw in ("${oc.env:SWEEP_STORAGE}", "postgresql://u:${oc.env:PW}@db/sweeps",  # resolved later, never written
+                "postgresql://u@db/sweeps", "sqlite:///outputs/sweeps.db", None, {"_target_": "x"}):
+        refuse_written_password(raw)
