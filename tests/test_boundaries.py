@@ -286,3 +286,6 @@ def test_a_journal_path_is_relative_or_absolute_as_a_sqlite_one_is(tmp_path, mon
     assert local_file("sqlite:///rel.db") == tmp_path / "rel.db"
     assert local_file("journal:///rel.log") == tmp_path / "rel.log"
     assert local_file(f"sqlite:///{tmp_path}/abs.db") == local_file(f"journal:///{tmp_path}/abs.db") == tmp_path / "abs.db"
+    assert local_file("journal://rel.log") == tmp_path / "rel.log"  # two slashes: relative, every letter kept
+    for memory in ("sqlite://", "sqlite:///", "sqlite:///:memory:", None):  # SQLite in memory: no file
+        assert local_file(memory) is None
