@@ -359,3 +359,14 @@ def test_a_storage_url_written_with_a_password_is_refused_and_one_read_from_the_
     for raw in ("${oc.env:SWEEP_STORAGE}", "postgresql://u:${oc.env:PW}@db/sweeps",  # resolved later, never written
                 "postgresql://u@db/sweeps", "sqlite:///outputs/sweeps.db", None, {"_target_": "x"}):
         refuse_written_password(raw)
+
+
+def test_a_sqlite_storage_waits_for_the_files_lock_and_a_missing_driver_says_what_to_install(tmp_path):
+    from sweeper.storage import SQLITE_TIMEOUT_S
+
+    storage = open_storage(f"sqlite:///{tmp_path}/sweeps.db")
+    assert storage.engine_kwargs == {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} and SQLITE_TIMEOUT_S == 60
+    with pytest.raises(StorageError) as info:  # the driver is imported as the storage is made, past the URL's check
+        open_storage("postgresql+asyncpg://u:pw@h/db")
+    assert str(info.value) == ("storage='postgresql+asyncpg://u:***@h/db' needs a database driver (No module named "
+                               "'asyncpg'): pip install asyncpg")
