@@ -370,3 +370,15 @@ def test_a_sqlite_storage_waits_for_the_files_lock_and_a_missing_driver_says_wha
         open_storage("postgresql+asyncpg://u:pw@h/db")
     assert str(info.value) == ("storage='postgresql+asyncpg://u:***@h/db' needs a database driver (No module named "
                                "'asyncpg'): pip install asyncpg")
+
+
+def test_a_storage_files_folders_are_made_and_one_that_cannot_be_is_one_line(tmp_path):
+    open_storage(f"sqlite:///{tmp_path}/a/b/sweeps.db")  # every missing folder up to the file
+    open_storage(f"journal:///{tmp_path}/c/d/sweeps.log")
+    assert (tmp_path / "a" / "b" / "sweeps.db").is_file() and (tmp_path / "c" / "d").is_dir()
+    open_storage(f"sqlite:///{tmp_path}/a/b/sweeps.db")  # and an existing one is fine
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///{tmp_path}/file/sub/sweeps.db")
+    assert str(info.value) == (f"storage='sqlite:///{tmp_path}/file/sub/sweeps.db': its folder {tmp_path}/file/sub "
+                               "cannot be created (Not a directory)")
