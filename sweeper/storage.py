@@ -248,8 +248,10 @@ def open_storage(url: Optional[str]) -> BaseStorage:
     except StorageError:
         raise
     except Exception as exc:
-        message = squashed(exc, 300)
-        raise StorageError(f"storage={masked(shown)!r} cannot be opened: {message}") from None
+        message = squashed(exc.orig if isinstance(exc, DBAPIError) else exc, 300)  # SQLAlchemy's trailers left out
+        if path is not None and ("file is not a database" in message or "malformed" in message):
+            raise unreadable_sqlite(path, message) from None  # as the results tool says it
+        raise StorageError(f"storage={masked(shown)!r} cannot be opened: {scrubbed(message, shown)}") from None
 
 
 def _looks_like_journal(path: Path) -> bool:

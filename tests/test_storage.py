@@ -382,3 +382,22 @@ def test_a_storage_files_folders_are_made_and_one_that_cannot_be_is_one_line(tmp
         open_storage(f"sqlite:///{tmp_path}/file/sub/sweeps.db")
     assert str(info.value) == (f"storage='sqlite:///{tmp_path}/file/sub/sweeps.db': its folder {tmp_path}/file/sub "
                                "cannot be created (Not a directory)")
+
+
+def test_a_sweeps_storage_that_cannot_be_opened_is_one_line_and_a_file_that_is_no_database_is_said_so(tmp_path):
+    corrupt = tmp_path / "corrupt.db"  # SQLite's header over a body that is none
+    corrupt.write_bytes(b"SQLite format 3\x00" + b"\x00garbage" * 200)
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///{corrupt}")
+    assert str(info.value) == (f"{corrupt} is not a readable SQLite database (corrupted, or not a sweep database): "
+                               "file is not a database")  # as the results tool says it; no SQLAlchemy trailer
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///{tmp_path}/folder.db")
+    assert str(info.value) == f"storage='sqlite:///{tmp_path}/folder.db' cannot be opened: unable to open database file"
+    assert info.value.__suppress_context__
+
+
+def test_a_postgres_storage_gives_up_on_a_silent_server_in_seconds_and_pings_its_pooled_connections(postgres):
+    storage = open_storage(postgres.url())
+    assert storage.engine_kwargs == {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
