@@ -401,3 +401,52 @@ def test_a_sweeps_storage_that_cannot_be_opened_is_one_line_and_a_file_that_is_n
 def test_a_postgres_storage_gives_up_on_a_silent_server_in_seconds_and_pings_its_pooled_connections(postgres):
     storage = open_storage(postgres.url())
     assert storage.engine_kwargs == {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+
+
+def test_a_study_is_held_to_the_search_space_it_was_begun_over():
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from sweeper.storage import SEARCH_SPACE_ATTR, check_search_space
+
+    def study(name):
+        return optuna.create_study(study_name=name, storage=storage)
+
+    def recorded(s):
+        return storage.get_study_system_attrs(s._study_id)[SEARCH_SPACE_ATTR]
+
+    def refused(s, space, allow=False):
+        with pytest.raises(StorageError) as info:
+            check_search_space(s, space, allow_change=allow)
+        return str(info.value)
+
+    storage = optuna.storages.InMemoryStorage()
+    toy, x2, x9, y = study("toy"), IntDistribution(0, 2), IntDistribution(0, 9), FloatDistribution(0.0, 1.0)
+    check_search_space(toy, {"x": x2}, allow_change=False)  # the first sweep records its space
+    check_search_space(toy, {"x": x2}, allow_change=False)
+    assert refused(toy, {"x": x9}) == (
+        "study 'toy' was begun over the search space {x: int[0,2]}, not {x: int[0,9]}: give a new "
+        "hydra.sweeper.study_name, or set hydra.sweeper.allow_search_space_change=true to go on")
+    check_search_space(toy, {"y": y, "x": x9}, allow_change=True)  # allowed: the new space is recorded
+    assert set(recorded(toy)) == {"x", "y"}
+    assert refused(toy, {"x": x9}).startswith(
+        "study 'toy' was begun over the search space {x: int[0,9], y: float[0,1]}, not {x: int[0,9]}:")
+
+    old = study("old")  # begun before spaces were recorded: compared with its trials' own distributions
+    old.tell(old.ask({"x": x2, "own": y}), 1.0)  # "own": a custom search space's suggest_*, not ours: left out
+    check_search_space(old, {"x": x2}, allow_change=False)
+    assert set(recorded(old)) == {"x"}
+    older = study("older")
+    older.tell(older.ask({"own": y}), 1.0)
+    assert refused(older, {"x": x2}).startswith(
+        "study 'older' was begun over the search space {(none of these)}, not {x: int[0,2]}:")
+    check_search_space(study("new"), {"x": x2}, allow_change=False)  # no trials, nothing recorded: any space
+
+    chosen = study("chosen")  # Optuna keeps a categorical's choices for the life of a study, allowed or not
+    check_search_space(chosen, {"c": CategoricalDistribution(["a", "b"]), "x": x2}, allow_change=False)
+    for allow in (False, True):
+        said = refused(chosen, {"c": CategoricalDistribution(["a", "b", "z"]), "x": x2}, allow)
+        if allow:
+            assert said == ("study 'chosen' chose c from choice(a,b); Optuna cannot change a choice's options within "
+                            "a study (here choice(a,b,z)): give a new hydra.sweeper.study_name")
+    check_search_space(chosen, {"c": CategoricalDistribution(["a", "b"]), "x": x9}, allow_change=True)
