@@ -375,7 +375,7 @@ def test_a_sqlite_storage_waits_for_the_files_lock_and_a_missing_driver_says_wha
 def test_a_storage_files_folders_are_made_and_one_that_cannot_be_is_one_line(tmp_path):
     open_storage(f"sqlite:///{tmp_path}/a/b/sweeps.db")  # every missing folder up to the file
     open_storage(f"journal:///{tmp_path}/c/d/sweeps.log")
-    assert (tmp_path / "a" / "b" / "sweeps.db").is_file() and (tmp_path / "c" / "d").is_dir()
+    assert (tmp_path / "a" / "b" / "sweeps.db").is_file() and (tmp_path / "c" / "d" / "sweeps.log").is_file()
     open_storage(f"sqlite:///{tmp_path}/a/b/sweeps.db")  # and an existing one is fine
     (tmp_path / "file").write_text("")
     with pytest.raises(StorageError) as info:
