@@ -450,3 +450,22 @@ def test_a_study_is_held_to_the_search_space_it_was_begun_over():
             assert said == ("study 'chosen' chose c from choice(a,b); Optuna cannot change a choice's options within "
                             "a study (here choice(a,b,z)): give a new hydra.sweeper.study_name")
     check_search_space(chosen, {"c": CategoricalDistribution(["a", "b"]), "x": x9}, allow_change=True)
+
+
+def test_a_sweep_database_whose_version_tables_are_damaged_is_said_in_optunas_words(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    from sweeper.storage import open_storage_readonly
+
+    db = tmp_path / "sweeps.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    with sqlite3.connect(db) as conn:  # Optuna's tables are all there; the schema's version is not
+        conn.execute("DELETE FROM alembic_version")
+        conn.execute("DROP TABLE version_info")
+        conn.execute("CREATE TABLE version_info (x INTEGER)")
+    with pytest.raises(StorageError) as info:
+        open_storage_readonly(f"sqlite:///{db}")
+    assert str(info.value) == (f"cannot open sqlite:///{db}: An exception is raised during the commit. This typically "
+                               "happens due to invalid data in the commit, e.g. exceeding max length.")
