@@ -1,7 +1,7 @@
 """Judge mutmut's mutants of one module by the test files nearest it, two at a time, and record the verdicts.
 
     python benchmarks/mutant_screen.py generate
-    python benchmarks/mutant_screen.py run --tests "tests/test_storage.py tests/test_sweeper_units.py" "sweeper.storage*"
+    python benchmarks/mutant_screen.py run --tests "tests/test_storage.py tests/test_boundaries.py" "sweeper.storage*"
     python benchmarks/mutant_screen.py run --survivors --tests "... tests/test_own_app.py" "sweeper.storage*"
     python benchmarks/mutmut_table.py --survivors "sweeper.storage*"
 
@@ -45,7 +45,7 @@ FORCED_FAIL = "fail"  # mutmut's trampoline raises in every mutated function und
 
 def generate() -> None:
     """mutmut's generation step, in the current folder: ``mutants/`` with every mutant, none judged."""
-    import mutmut.__main__ as mutmut  # the [dev] extra; its generation is not a command of its own
+    import mutmut.__main__ as mutmut  # the [test] extra; its generation is not a command of its own
 
     mutmut.set_mutant_under_test("mutant_generation")
     os.makedirs("mutants", exist_ok=True)
@@ -227,7 +227,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     sub.add_parser("generate", help="mutmut's generation step alone, in the current folder")
     run = sub.add_parser("run", help="judge the mutants matching the patterns by the named test files")
     run.add_argument("patterns", nargs="+", help="mutant name patterns, as for mutmut run: 'sweeper.storage*'")
-    run.add_argument("--tests", required=True, help="the test files (or node ids) to judge by, space-separated")
+    run.add_argument("--tests", required=True, help="the test files (or node ids) to judge by, space-separated; "
+                     "pytest options may be among them (--deselect NODE)")
     run.add_argument("--survivors", action="store_true", help="judge again the survivors (and untested, timed out)")
     run.add_argument("--tests-from", type=Path, help="a tests folder to use instead of the one mutmut copied")
     run.add_argument("--jobs", type=int, default=2, help="mutants at once, each in its own copy (default 2)")

@@ -106,8 +106,8 @@ def test_mutants_are_judged_by_the_named_files_and_survivors_again_by_tests_writ
     assert set(by_function(codes(root))["positive"]) == {KILLED}
     assert by_function(codes(root))["add"] == [KILLED]
     assert "SURVIVED" not in out
-    table = subprocess.run([sys.executable, str(SCREEN.with_name("mutmut_table.py")), "--root", "mutants", "pkg.calc.x_a*",
-                            "pkg.calc.x_p*"], cwd=root, capture_output=True, text=True, check=True).stdout
+    table = subprocess.run([sys.executable, str(SCREEN.with_name("mutmut_table.py")), "--root", "mutants",
+                            "pkg.calc.x_a*", "pkg.calc.x_p*"], cwd=root, capture_output=True, text=True, check=True).stdout
     n = 1 + len(judged["positive"])
     assert f"| `pkg.calc` | {n} | {n} | 0 | 0 | 0 | 0 | 100.0% |" in table
 
