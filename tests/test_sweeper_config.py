@@ -238,3 +238,33 @@ def test_each_schema_lists_every_keyword_of_its_optuna_class(group, name):
     cfg = node(group, name)
     accepted = set(inspect.signature(get_method(cfg._target_)).parameters)
     assert set(cfg) - {"_target_"} == accepted
+
+
+def test_every_group_is_registered_under_this_sweepers_provider_with_its_schema():
+    """The provider is what Hydra's --info and its errors name as the source of these configs."""
+    from sweeper.config import PRUNERS, SAMPLERS, SWEEPER_NAME
+
+    hydra = ConfigStore.instance().repo["hydra"]["sweeper"]
+    nodes = {f"hydra/sweeper/{SWEEPER_NAME}": hydra[f"{SWEEPER_NAME}.yaml"]}
+    nodes.update({f"hydra/sweeper/sampler/{n}": hydra["sampler"][f"{n}.yaml"] for n in SAMPLERS})
+    nodes.update({f"hydra/sweeper/pruner/{n}": hydra["pruner"][f"{n}.yaml"] for n in PRUNERS})
+    assert {k: n.provider for k, n in nodes.items()} == {k: "optuna_budget_sweeper" for k in nodes}
+    schema = nodes[f"hydra/sweeper/{SWEEPER_NAME}"].node
+    assert schema._target_ == "hydra_plugins.optuna_budget_sweeper.BudgetOptunaSweeper"
+
+
+@pytest.mark.parametrize("env, url", [
+    ({}, "sqlite:///outputs/sweeps.db"),
+    ({"MNIST_SWEEP_STORAGE": "sqlite:///old.db"}, "sqlite:///old.db"),  # the first name, still read
+    ({"SWEEP_STORAGE": "sqlite:///new.db"}, "sqlite:///new.db"),
+    ({"SWEEP_STORAGE": "sqlite:///new.db", "MNIST_SWEEP_STORAGE": "sqlite:///old.db"}, "sqlite:///new.db"),
+    ({"SWEEP_STORAGE": "", "MNIST_SWEEP_STORAGE": "sqlite:///old.db"}, "sqlite:///old.db"),  # empty: not set
+])
+def test_the_default_storage_is_read_from_the_environment_new_name_first(monkeypatch, env, url):
+    from sweeper.config import storage_from_env
+
+    for name in ("SWEEP_STORAGE", "MNIST_SWEEP_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert storage_from_env() == url
