@@ -261,7 +261,7 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_without_its_passw
     assert str(info.value) == f"{text} is not a readable SQLite database (corrupted, or not a sweep database)"
 
 
-def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tmp_path):
+def test_reading_a_database_that_is_missing_not_a_sweep_too_old_or_damaged_says_which(tmp_path):
     import sqlite3
 
     import optuna
@@ -301,6 +301,14 @@ def test_reading_a_database_that_is_missing_not_a_sweep_or_too_old_says_which(tm
         open_storage_readonly(f"sqlite:///{old}")
     assert str(info.value) == (f"sqlite:///{old} was written by a newer Optuna than this one ({optuna.__version__}): "
                                "pip install -U optuna")
+    with sqlite3.connect(old) as db:  # Optuna's tables are all there; the schema's version is not
+        db.execute("DELETE FROM alembic_version")
+        db.execute("DROP TABLE version_info")
+        db.execute("CREATE TABLE version_info (x INTEGER)")
+    with pytest.raises(StorageError) as info:  # said in Optuna's words (the read-only open's last line)
+        open_storage_readonly(f"sqlite:///{old}")
+    assert str(info.value) == (f"cannot open sqlite:///{old}: An exception is raised during the commit. This typically "
+                               "happens due to invalid data in the commit, e.g. exceeding max length.")
 
 
 def test_a_journal_whose_records_cannot_be_replayed_is_said_so(tmp_path):
@@ -451,21 +459,3 @@ def test_a_study_is_held_to_the_search_space_it_was_begun_over():
                             "a study (here choice(a,b,z)): give a new hydra.sweeper.study_name")
     check_search_space(chosen, {"c": CategoricalDistribution(["a", "b"]), "x": x9}, allow_change=True)
 
-
-def test_a_sweep_database_whose_version_tables_are_damaged_is_said_in_optunas_words(tmp_path):
-    import sqlite3
-
-    import optuna
-
-    from sweeper.storage import open_storage_readonly
-
-    db = tmp_path / "sweeps.db"
-    optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
-    with sqlite3.connect(db) as conn:  # Optuna's tables are all there; the schema's version is not
-        conn.execute("DELETE FROM alembic_version")
-        conn.execute("DROP TABLE version_info")
-        conn.execute("CREATE TABLE version_info (x INTEGER)")
-    with pytest.raises(StorageError) as info:
-        open_storage_readonly(f"sqlite:///{db}")
-    assert str(info.value) == (f"cannot open sqlite:///{db}: An exception is raised during the commit. This typically "
-                               "happens due to invalid data in the commit, e.g. exceeding max length.")
