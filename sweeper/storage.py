@@ -97,6 +97,11 @@ def unknown_scheme(url: str) -> str:
     return f"storage={masked(url)!r} has an unknown scheme; {STORAGE_URLS}"
 
 
+def is_damaged_sqlite(text: str) -> bool:
+    """SQLite's words for a file that is no database (its header over no database) or a damaged one."""
+    return "file is not a database" in text or "malformed" in text
+
+
 def unreadable_sqlite(path: Any, cause: str = "") -> StorageError:
     """A local file no SQLite can read as a database: no SQLite header, or pages damaged (``cause``: SQLite's words)."""
     return StorageError(f"{path} is not a readable SQLite database (corrupted, or not a sweep database)"
@@ -249,7 +254,7 @@ def open_storage(url: Optional[str]) -> BaseStorage:
         raise
     except Exception as exc:
         message = squashed(exc.orig if isinstance(exc, DBAPIError) else exc, 300)  # SQLAlchemy's trailers left out
-        if path is not None and ("file is not a database" in message or "malformed" in message):
+        if path is not None and is_damaged_sqlite(message):
             raise unreadable_sqlite(path, message) from None  # as the results tool says it
         raise StorageError(f"storage={masked(shown)!r} cannot be opened: {scrubbed(message, shown)}") from None
 
@@ -285,7 +290,7 @@ def _require_optuna_tables(url: str, shown: str) -> None:
         raise StorageError(driver_missing(shown, exc)) from None
     except DBAPIError as exc:
         text = squashed(exc.orig, 200)
-        if "file is not a database" in text or "malformed" in text:  # SQLite's header over no database, or damage
+        if is_damaged_sqlite(text):
             raise unreadable_sqlite(local_file(shown), text) from None
         raise StorageError(f"{masked(shown)} cannot be reached: {scrubbed(text, shown)}") from None
     if not OPTUNA_TABLES <= tables:
