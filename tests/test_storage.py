@@ -393,6 +393,10 @@ def test_a_storage_files_folders_are_made_and_one_that_cannot_be_is_one_line(tmp
 
 
 def test_a_sweeps_storage_that_cannot_be_opened_is_one_line_and_a_file_that_is_no_database_is_said_so(tmp_path):
+    import sqlite3
+
+    import optuna
+
     corrupt = tmp_path / "corrupt.db"  # SQLite's header over a body that is none
     corrupt.write_bytes(b"SQLite format 3\x00" + b"\x00garbage" * 200)
     with pytest.raises(StorageError) as info:
@@ -404,6 +408,14 @@ def test_a_sweeps_storage_that_cannot_be_opened_is_one_line_and_a_file_that_is_n
         open_storage(f"sqlite:///{tmp_path}/folder.db")
     assert str(info.value) == f"storage='sqlite:///{tmp_path}/folder.db' cannot be opened: unable to open database file"
     assert info.value.__suppress_context__
+    old = tmp_path / "old.db"  # Optuna's own error (not SQLAlchemy's) in its words: a schema it cannot use
+    optuna.create_study(storage=f"sqlite:///{old}", study_name="s")
+    with sqlite3.connect(old) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v1.3.0.a'")
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///{old}")
+    assert str(info.value).startswith(f"storage='sqlite:///{old}' cannot be opened: The runtime optuna version "
+                                      f"{optuna.__version__} is no longer compatible with the table schema")
 
 
 def test_a_postgres_storage_gives_up_on_a_silent_server_in_seconds_and_pings_its_pooled_connections(postgres):
