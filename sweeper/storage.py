@@ -126,6 +126,20 @@ DRIVERS = {
 }
 
 
+def schema_mismatch(text: str, url: str) -> Optional[StorageError]:
+    """Optuna's refusal of a database whose schema another Optuna version wrote, said with what to do; else None."""
+    if "optuna storage upgrade" in text:  # an older schema, one this Optuna can upgrade
+        return StorageError(
+            f"{masked(url)} was written by an Optuna version this one cannot read ({optuna.__version__}): "
+            f"upgrade it with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna "
+            "version that wrote it"
+        )
+    if "no longer compatible" in text:  # a newer one
+        return StorageError(f"{masked(url)} was written by a newer Optuna than this one ({optuna.__version__}): "
+                            "pip install -U optuna")
+    return None
+
+
 def driver_missing(url: str, exc: BaseException) -> str:
     """One line for a URL whose database driver is not installed: what to install, for that scheme."""
     scheme = url.split("://", 1)[0].lower()
@@ -256,6 +270,9 @@ def open_storage(url: Optional[str]) -> BaseStorage:
         message = squashed(exc.orig if isinstance(exc, DBAPIError) else exc, 300)  # SQLAlchemy's trailers left out
         if path is not None and is_damaged_sqlite(message):
             raise unreadable_sqlite(path, message) from None  # as the results tool says it
+        mismatch = schema_mismatch(message, shown)
+        if mismatch is not None:
+            raise mismatch from None
         raise StorageError(f"storage={masked(shown)!r} cannot be opened: {scrubbed(message, shown)}") from None
 
 
@@ -324,15 +341,9 @@ def open_storage_readonly(url: str) -> BaseStorage:
         raise
     except Exception as exc:
         text = squashed(exc)
-        if "optuna storage upgrade" in text:  # an older schema
-            raise StorageError(
-                f"{masked(shown)} was written by an Optuna version this one cannot read ({optuna.__version__}): "
-                f"upgrade it with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna "
-                "version that wrote it"
-            ) from None
-        if "no longer compatible" in text:  # a newer one
-            raise StorageError(f"{masked(shown)} was written by a newer Optuna than this one ({optuna.__version__}): "
-                               "pip install -U optuna") from None
+        mismatch = schema_mismatch(text, shown)
+        if mismatch is not None:
+            raise mismatch from None
         if "malformed" in text:  # damage met past the tables' names
             raise unreadable_sqlite(path, text[:200]) from None
         raise StorageError(f"cannot open {masked(shown)}: {text[:300]}") from None

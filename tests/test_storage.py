@@ -412,10 +412,19 @@ def test_a_sweeps_storage_that_cannot_be_opened_is_one_line_and_a_file_that_is_n
     optuna.create_study(storage=f"sqlite:///{old}", study_name="s")
     with sqlite3.connect(old) as db:
         db.execute("UPDATE alembic_version SET version_num = 'v1.3.0.a'")
+    with pytest.raises(StorageError) as info:  # said as the results tool says it, with what to do
+        open_storage(f"sqlite:///{old}")
+    assert str(info.value) == (
+        f"sqlite:///{old} was written by an Optuna version this one cannot read ({optuna.__version__}): upgrade it "
+        "with `optuna storage upgrade --storage URL` (back it up first), or install the Optuna version that wrote it")
+    assert info.value.__suppress_context__
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("v1.3.0.a",)]  # not upgraded
+        db.execute("UPDATE alembic_version SET version_num = 'v9.9.0.a'")  # as a later Optuna would leave it
     with pytest.raises(StorageError) as info:
         open_storage(f"sqlite:///{old}")
-    assert str(info.value).startswith(f"storage='sqlite:///{old}' cannot be opened: The runtime optuna version "
-                                      f"{optuna.__version__} is no longer compatible with the table schema")
+    assert str(info.value) == (f"sqlite:///{old} was written by a newer Optuna than this one ({optuna.__version__}): "
+                               "pip install -U optuna")
 
 
 def test_a_postgres_storage_gives_up_on_a_silent_server_in_seconds_and_pings_its_pooled_connections(postgres):
