@@ -20,6 +20,11 @@ being edited. Verdicts are mutmut's exit codes (1 killed, 0 survived, 5 no tests
 a later ``mutmut run`` (which goes on with the mutants not checked) read them, and a stopped run loses
 nothing. Before any mutant, the files must pass on the code as it is and fail when every mutated function
 raises (mutmut's own check that the tests import the mutated copy, not an installed one).
+
+The tests run fastest first: the clean run times each one, and the later runs order them by those times
+(this file is loaded as a pytest plugin for that), so a mutant is killed by the cheapest test that can
+kill it, not by whichever comes first in its file. The clean run is repeated in that order, so a test
+that depends on the order of the file is met before any mutant is judged.
 """
 
 import argparse
@@ -39,8 +44,33 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 5, 36  # mutmut 3.8's exit codes (mutmut/stats.py)
 RECHECK = (SURVIVED, NO_TESTS, TIMEOUT)  # what --survivors judges again
-PYTEST = ("-x", "-q", "-n", "0", "-p", "no:cacheprovider")
+PYTEST = ("-x", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", Path(__file__).stem)
 FORCED_FAIL = "fail"  # mutmut's trampoline raises in every mutated function under this name
+ORDER_ENV = "MUTANT_SCREEN_ORDER"  # a JSON file of {test id: seconds} the tests are run in (fastest first)
+TIMED = ("--durations=0", "--durations-min=0")  # every test's setup, call and teardown seconds, in the output
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """As a pytest plugin: the tests in the order of ORDER_ENV's seconds, fastest first; tests it does not
+    time last, in their own order."""
+    order = os.environ.get(ORDER_ENV)
+    if order and Path(order).is_file():  # not yet while the clean run times them
+        seconds = json.loads(Path(order).read_text())
+        items.sort(key=lambda item: seconds.get(item.nodeid, float("inf")))
+
+
+def durations(output: str) -> Dict[str, float]:
+    """{test id: seconds} from pytest's ``--durations=0`` table: its setup, call and teardown summed."""
+    seconds: Dict[str, float] = {}
+    for line in output.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].endswith("s") and parts[1] in ("setup", "call", "teardown"):
+            try:
+                taken = float(parts[0][:-1])
+            except ValueError:
+                continue
+            seconds[parts[2]] = seconds.get(parts[2], 0.0) + taken
+    return seconds
 
 
 def generate() -> None:
@@ -99,9 +129,10 @@ def pytest(where: Path, tests: Sequence[str], mutant: str, timeout: Optional[flo
 
     The tests run in a session of their own, so a timeout ends their subprocesses too; ``running`` holds
     the processes under way, for an interrupt to end them."""
+    env = {**os.environ, "MUTANT_UNDER_TEST": mutant}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(Path(__file__).parent)]))  # the plugin
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *PYTEST, *tests], cwd=where, start_new_session=True,
-                            env={**os.environ, "MUTANT_UNDER_TEST": mutant}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if running is not None:
         running.add(proc)
     try:
@@ -131,10 +162,14 @@ def verdict(code: Optional[int], output: str) -> Optional[int]:
 
 
 def check_setup(where: Path, tests: Sequence[str], running: Optional[set] = None) -> float:
-    """Seconds the tests take on the code as it is; exits if they fail there or pass with every mutant raising."""
+    """Seconds the tests take on the code as it is, run fastest first (their times are written to the file
+    ORDER_ENV names); exits if they fail there, in either order, or pass with every mutant raising."""
     start = time.monotonic()
-    code, output = pytest(where, tests, "", None, running)
+    code, output = pytest(where, [*TIMED, *tests], "", None, running)
     seconds = time.monotonic() - start
+    if code == 0:
+        Path(os.environ[ORDER_ENV]).write_text(json.dumps(durations(output)))
+        code, output = pytest(where, tests, "", None, running)
     if code != 0:
         sys.exit(f"the tests fail on the code as it is (pytest exit code {code}: {last_line(output)}); "
                  "nothing was judged")
@@ -150,6 +185,7 @@ def screen(root: Path, chosen: List[Tuple[Path, str]], tests: Sequence[str], job
     """Judge each chosen mutant, ``jobs`` at a time; each verdict is written to its ``.meta`` as it comes."""
     places = [workspace(root, k, tests_from) for k in range(jobs)]
     running: set = set()  # the tests' processes under way, each in a session of its own
+    os.environ[ORDER_ENV] = str(places[0].parent / "order.json")
     try:
         return _screen(places, chosen, tests, timeout, running)
     finally:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import pytest
 
-from benchmarks.mutant_screen import KILLED, NO_TESTS, SURVIVED, TIMEOUT, verdict
+from benchmarks.mutant_screen import KILLED, NO_TESTS, SURVIVED, TIMEOUT, durations, verdict
 
 SCREEN = Path(__file__).resolve().parents[1] / "benchmarks" / "mutant_screen.py"
 
@@ -112,6 +112,28 @@ def test_mutants_are_judged_by_the_named_files_and_survivors_again_by_tests_writ
     assert f"| `pkg.calc` | {n} | {n} | 0 | 0 | 0 | 0 | 100.0% |" in table
 
 
+def test_the_fastest_test_that_can_kill_a_mutant_runs_first(tmp_path):
+    slow_first = ("import time\nfrom pkg.calc import add\n\n\n"
+                  "def test_slow():\n    time.sleep(2)\n\n\n" + TEST_ADD.split("\n\n\n", 1)[1])
+    root = project(tmp_path / "p", slow_first)
+    out = screen(root, "run", "--tests", "tests/test_calc.py", "pkg.calc.x_add*").stdout
+    assert by_function(codes(root))["add"] == [KILLED]
+    (line,) = [line for line in out.splitlines() if line.startswith("killed: pkg.calc.x_add__mutmut_1 ")]
+    assert " 1 failed in " in line  # not "1 failed, 1 passed": the slow test, first in its file, did not run
+
+
+def test_every_tests_seconds_are_read_from_pytests_durations_table():
+    table = """============================= slowest durations ==============================
+2.00s call     tests/test_calc.py::test_slow
+0.10s setup    tests/test_calc.py::test_x[a b: c]
+0.25s call     tests/test_calc.py::test_x[a b: c]
+0.00s teardown tests/test_calc.py::test_slow
+(3 durations < 0.005s hidden.  Use -vv to show these durations.)
+1.5 passed in 2.4s
+========================= 2 passed in 2.41s ========================="""
+    assert durations(table) == {"tests/test_calc.py::test_slow": 2.0, "tests/test_calc.py::test_x[a b: c]": 0.35}
+
+
 def running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] not in "ZX"
@@ -131,7 +153,7 @@ def test_a_mutant_that_never_ends_is_a_timeout_and_the_processes_of_its_tests_ar
     assert "timeout: pkg.calc.x_countdown__mutmut_" in out and "past 4 s" in out
     assert set(judged) <= {KILLED, TIMEOUT}
     started = [int(line) for line in pids.read_text().split()]
-    assert len(started) == 2 + len(judged)  # the clean run, the forced failure's, one per mutant
+    assert len(started) == 3 + len(judged)  # the clean run (timed, then in its order), the forced failure's, a mutant
     assert not [pid for pid in started if running(pid)]  # a timed-out test's child is ended with it
 
 
@@ -178,7 +200,7 @@ def test_a_stopped_run_leaves_the_mutants_under_way_not_judged_and_ends_their_pr
     assert run.stdout is not None
     seen = [run.stdout.readline()]  # "N mutants; the tests take ...": the setup is checked
     assert "mutants; the tests take" in seen[0], seen
-    while not pids.exists() or len(pids.read_text().split()) < 4:  # the setup's two runs, two mutants under way
+    while not pids.exists() or len(pids.read_text().split()) < 5:  # the setup's three runs, two mutants under way
         time.sleep(0.2)
     time.sleep(2)  # the endless ones (n += 1, n = 1) are still counting down
     run.send_signal(signal.SIGTERM)
