@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from sweeper.errors import SweepError
 
 from .support import in_process
+from .test_sweeper_config import MISSING_PACKAGES
 
 
 def toy_sweep(tmp_path: Path, study: str, *overrides: str) -> int:
@@ -97,14 +98,7 @@ def test_a_new_study_repeating_another_studys_sampler_and_seed_says_so_in_the_sw
     assert "began with this seed and search space" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sampler, blocked, said", [
-    ("cmaes", ["cmaes"], "(optuna.samplers.CmaEsSampler) needs cmaes, and cmaes is not installed: "
-                         "pip install 'mnist-arch-sweep[samplers]'"),
-    ("qmc", ["scipy"], "(optuna.samplers.QMCSampler) needs scipy, and scipy is not installed: "
-                       "pip install 'mnist-arch-sweep[samplers]'"),
-    ("gp", ["torch"], "(optuna.samplers.GPSampler) needs scipy and torch, and torch is not installed: "
-                      "pip install 'mnist-arch-sweep[samplers]' torch"),
-])
+@pytest.mark.parametrize("sampler, blocked, said", MISSING_PACKAGES[:3])
 def test_a_sampler_whose_package_is_missing_is_one_line_before_any_trial(tmp_path, capsys, monkeypatch, sampler,
                                                                         blocked, said):
     import sys

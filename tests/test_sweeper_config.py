@@ -119,13 +119,17 @@ def test_nsgaiii_takes_reference_points_and_the_dividing_parameter():
 
 def test_motpe_is_tpe_with_a_deprecation_line(caplog):
     cfg = node("sampler", "motpe")
-    cfg.n_ehvi_candidates = 11
+    cfg.n_ehvi_candidates, cfg.n_startup_trials = 11, 4
     with caplog.at_level(logging.WARNING):
         made = make_sampler(cfg, SPACE, offset=0)
     assert isinstance(made, optuna.samplers.TPESampler) and made._n_ei_candidates == 11
+    assert made._n_startup_trials == 4  # every other keyword passed on
     assert [r.getMessage() for r in caplog.records if "motpe" in r.getMessage()] == [
         "hydra/sweeper/sampler=motpe is deprecated: Optuna removed MOTPESampler; TPESampler, which handles several "
         "objectives, is used (hydra/sweeper/sampler=tpe)"]
+    from sweeper.samplers import motpe
+
+    assert motpe()._n_ei_candidates == 24  # the published config's default
 
 
 def test_multivariate_false_turns_tpe_group_off():
@@ -268,3 +272,189 @@ def test_the_default_storage_is_read_from_the_environment_new_name_first(monkeyp
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert storage_from_env() == url
+
+
+# ------------------------------------------------------------------ how a node becomes a sampler or pruner
+
+
+def user_constraints():
+    """A user's own constraints function, built from ``{_target_: tests.test_sweeper_config.user_constraints}``."""
+    return USERS_OWN
+
+
+def USERS_OWN(trial):
+    return (0.0,)
+
+
+def warning_sampler(**kwargs):
+    """A sampler whose constructor warns of something other than Optuna's experimental or deprecated keywords."""
+    import warnings
+
+    warnings.warn("this sampler's own warning", UserWarning)
+    return optuna.samplers.RandomSampler(**kwargs)
+
+
+def test_a_value_where_a_group_option_was_meant_is_one_line_naming_the_group():
+    with pytest.raises(SweepError) as info:
+        make_pruner("none")
+    assert str(info.value) == ("hydra.sweeper.pruner='none' is a value, not a pruner config: choose one with "
+                               "hydra/sweeper/pruner=none, or give hydra.sweeper.pruner._target_")
+
+
+def test_a_nodes_interpolations_are_resolved_against_its_config():
+    cfg = OmegaConf.create({"startup": 9, "sampler": {"_target_": "optuna.samplers.TPESampler",
+                                                      "n_startup_trials": "${startup}"}})
+    assert make_sampler(cfg.sampler, SPACE, offset=0)._n_startup_trials == 9
+
+
+def test_a_node_without_a_target_is_one_line():
+    with pytest.raises(SweepError, match=r"^hydra.sweeper.sampler._target_=None cannot be imported: "):
+        make_sampler(OmegaConf.create({"seed": 1}), SPACE, offset=0)
+
+
+def test_hydras_partial_key_is_not_a_keyword_of_the_sampler(caplog):
+    cfg = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "_partial_": False, "seed": 3})
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(make_sampler(cfg, SPACE, offset=0), optuna.samplers.RandomSampler)
+    assert caplog.records == []
+
+
+def test_the_budgets_constraints_reach_a_sampler_that_takes_them_and_no_other():
+    def excess(trial):
+        return (1.0,)
+
+    tpe = make_sampler(node("sampler", "tpe"), SPACE, offset=0, constraints_func=excess)
+    assert tpe._constraints_func is excess
+    assert make_sampler(node("sampler", "tpe"), SPACE, offset=0)._constraints_func is None
+    random = make_sampler(node("sampler", "random"), SPACE, offset=0, constraints_func=excess)  # takes none
+    assert isinstance(random, optuna.samplers.RandomSampler)
+    own = node("sampler", "nsgaii")  # the user's own constraints are kept
+    own.constraints_func = {"_target_": "tests.test_sweeper_config.user_constraints"}
+    made = make_sampler(own, SPACE, offset=0, constraints_func=excess)
+    assert made._constraints_func is USERS_OWN
+
+
+def test_a_nested_target_that_cannot_be_imported_is_named_by_its_key():
+    cfg = node("sampler", "nsgaii")
+    cfg.crossover = {"_target_": "optuna.samplers.nsgaii.NoSuchCrossover"}
+    with pytest.raises(SweepError, match=r"^hydra.sweeper.sampler.crossover._target_="
+                                         r"'optuna.samplers.nsgaii.NoSuchCrossover' cannot be imported: "):
+        make_sampler(cfg, SPACE, offset=0)
+
+
+def test_tpe_group_is_kept_when_multivariate():
+    cfg = node("sampler", "tpe")
+    cfg.multivariate, cfg.group = True, True
+    made = make_sampler(cfg, SPACE, offset=0)
+    assert made._multivariate is True and made._group is True
+
+
+def test_only_optunas_experimental_and_future_warnings_are_hushed_while_the_sampler_is_made():
+    cfg = OmegaConf.create({"_target_": "tests.test_sweeper_config.warning_sampler", "seed": 1})
+    with pytest.warns(UserWarning, match="this sampler's own warning"):
+        make_sampler(cfg, SPACE, offset=0)
+    cfg = node("sampler", "tpe")
+    cfg.multivariate, cfg.group = True, True  # Optuna: group is experimental
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_sampler(cfg, SPACE, offset=0)
+
+
+def test_a_sampler_its_class_refuses_is_one_line_in_its_words():
+    cfg = node("sampler", "nsgaii")
+    cfg.population_size = 1
+    with pytest.raises(SweepError) as info:
+        make_sampler(cfg, SPACE, offset=0)
+    assert str(info.value) == ("hydra.sweeper.sampler (optuna.samplers.NSGAIISampler) cannot be made: "
+                               "`population_size` must be greater than or equal to 2.")
+
+
+def test_the_seed_moves_on_by_exactly_the_offset_and_an_unseeded_sampler_stays_unseeded():
+    cfg = node("sampler", "random")
+    cfg.seed = 5
+    drawn = make_sampler(cfg, SPACE, offset=3)._rng.rng.randint(1 << 30)
+    assert drawn == optuna.samplers.RandomSampler(seed=8)._rng.rng.randint(1 << 30)
+    cfg.seed = None
+    assert isinstance(make_sampler(cfg, SPACE, offset=3), optuna.samplers.RandomSampler)
+    assert cfg.seed is None  # the caller's node is left as it was
+
+
+def test_a_grid_over_a_continuous_range_is_one_line():
+    with pytest.raises(SweepError) as info:
+        make_sampler(node("sampler", "grid"), {"lr": FloatDistribution(0.01, 0.3)}, offset=0)
+    assert str(info.value) == ("lr: the grid sampler needs choice(...) or range(...), not "
+                               "FloatDistribution(high=0.3, log=False, low=0.01, step=None)")
+
+
+MISSING_PACKAGES = [  # (sampler, the packages not installed, what the error says after "hydra.sweeper.sampler ")
+    ("cmaes", ["cmaes"], "(optuna.samplers.CmaEsSampler) needs cmaes, and cmaes is not installed: "
+                         "pip install 'mnist-arch-sweep[samplers]'"),
+    ("qmc", ["scipy"], "(optuna.samplers.QMCSampler) needs scipy, and scipy is not installed: "
+                       "pip install 'mnist-arch-sweep[samplers]'"),
+    ("gp", ["torch"], "(optuna.samplers.GPSampler) needs scipy and torch, and torch is not installed: "
+                      "pip install 'mnist-arch-sweep[samplers]' torch"),
+    ("gp", ["scipy"], "(optuna.samplers.GPSampler) needs scipy and torch, and scipy is not installed: "
+                      "pip install 'mnist-arch-sweep[samplers]'"),
+    ("gp", ["scipy", "torch"], "(optuna.samplers.GPSampler) needs scipy and torch, and scipy and torch are not "
+                               "installed: pip install 'mnist-arch-sweep[samplers]' torch"),
+]
+
+
+@pytest.mark.parametrize("sampler, blocked, said", MISSING_PACKAGES)
+def test_a_samplers_missing_package_is_named_with_what_to_install(monkeypatch, sampler, blocked, said):
+    """In process; tests/test_boundaries.py has the same through a sweep, before any trial."""
+    import sys
+
+    from sweeper.samplers import check_sampler_needs
+
+    cfg = node("sampler", sampler)
+    check_sampler_needs(cfg)  # all installed here
+    for module in blocked:
+        monkeypatch.setitem(sys.modules, module, None)  # what Python's import does when it is not installed
+    with pytest.raises(SweepError) as info:
+        check_sampler_needs(cfg)
+    assert str(info.value) == f"hydra.sweeper.sampler {said}"
+
+
+def test_a_sampler_that_needs_nothing_more_or_no_config_passes_the_check(monkeypatch):
+    import sys
+
+    from sweeper.samplers import check_sampler_needs
+
+    for module in ("scipy", "torch", "cmaes"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for name in ("tpe", "random", "nsgaii", "grid"):
+        check_sampler_needs(node("sampler", name))
+    check_sampler_needs("none")  # a value: _build says what is wrong with it
+    check_sampler_needs(OmegaConf.create({"seed": 1}))  # no target: likewise
+
+
+def test_a_grid_that_stops_its_study_on_the_last_tell_is_no_error_and_other_errors_are():
+    from optuna.trial import TrialState
+
+    from sweeper.samplers import tell
+
+    space = {"x": CategoricalDistribution([1])}
+    study = optuna.create_study(sampler=make_sampler(node("sampler", "grid"), space, offset=0))
+    plain = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1]}))
+    with pytest.raises(RuntimeError, match="Study.stop"):  # what Optuna's own tell does at the grid's last point
+        plain.tell(plain.ask(space), 1.0)
+    trial = study.ask(space)
+    tell(study, trial, TrialState.COMPLETE, [2.0])
+    (told,) = study.get_trials()
+    assert told.state == TrialState.COMPLETE and told.values == [2.0]
+    tell(study, trial.number, TrialState.PRUNED)  # told already: skipped, as a sweep's second tell is
+    assert study.get_trials()[0].state == TrialState.COMPLETE
+    other = optuna.create_study()
+    tell(other, other.ask(), TrialState.PRUNED)  # the state given: Optuna infers none from no values
+    tell(other, other.ask(), TrialState.FAIL)
+    assert [t.state for t in other.get_trials()] == [TrialState.PRUNED, TrialState.FAIL]
+
+    class Gone(optuna.Study):
+        def tell(self, *args, **kwargs):
+            raise RuntimeError("the database is gone")
+
+    with pytest.raises(RuntimeError, match="^the database is gone$"):
+        tell(Gone(study_name=study.study_name, storage=study._storage), 0, TrialState.COMPLETE, [1.0])
