@@ -29,6 +29,7 @@ runs only the repeats left, the interrupted one from its checkpoint where the jo
 """
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -53,6 +54,16 @@ RACED_OUT_ATTR = "raced_out_after"
 CONTINUES_ATTR = "continues"  # the trial whose finished repeats this one carries on from
 CARRIED_STEPS_ATTR = "carried_steps"  # that trial's per-step reports, [[step, value], ...]
 CARRIED = (REPEAT_VALUES_ATTR, REPEAT_SECONDS_ATTR, REPEAT_ATTRS_ATTR)
+
+
+def single_quoted(text: str) -> str:
+    """``text`` as a quoted value of Hydra's override grammar, which reads it back as ``text``.
+
+    The grammar takes a backslash as written, except in a run of them before a quote or at the string's
+    end: there each pair reads as one (and ``\\'`` as a quote). So only those runs are doubled.
+    """
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
 @dataclass
@@ -122,8 +133,7 @@ class Repeats:
         prefix = next((o[:len(o) - len(o.lstrip("+"))] for o in own if o.startswith("+")), "")
         job.append(f"{prefix}{self.key}={self.values[k]}")
         if self.subdir is not None:
-            quoted = str(self.subdir).replace("\\", "\\\\").replace("'", "\\'")
-            job.append(f"hydra.sweep.subdir='{quoted}/repeat_{k}'")
+            job.append(f"hydra.sweep.subdir={single_quoted(f'{self.subdir}/repeat_{k}')}")
         return job
 
     def aggregated(self, per_repeat: Sequence[Sequence[float]]) -> List[float]:

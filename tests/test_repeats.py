@@ -55,6 +55,29 @@ def test_a_repeats_job_sets_its_key_once_and_gets_its_own_folder():
     # a key the app's config lacks, added by the user's "+": each repeat adds it the same way
     assert made.job_overrides(["x=1", "+seed=0"], 0)[:2] == ["x=1", "+seed=11"]
     assert made.job_overrides(["++seed=0"], 1)[0] == "++seed=12"
+    # the key is what comes before the first "=": a value holding "=" is still the key's
+    assert made.job_overrides(["seed='a=b'", "x=1"], 0)[:2] == ["x=1", "seed=11"]
+    capital = Repeats(2, "Xs", [1, 2], "mean", False, None, None)  # any key name, whatever letter it begins with
+    assert capital.job_overrides(["Xs=0", "x=1"], 1) == ["x=1", "Xs=2"]
+
+
+def test_a_repeats_folder_under_a_subdir_with_quotes_and_backslashes_reads_back_as_written():
+    """Hydra's grammar reads a backslash as written except in a run before a quote or at the end: a subdir of
+    ``a\\b`` once came back as ``a\\\\b`` (every backslash was doubled)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sweeper.repeats import single_quoted
+
+    parser = OverridesParser.create()
+    for subdir in ("${hydra.job.num}", "a\\b", "a\\\\b", "it's", "a\\'b", "a\\\\'b", "end\\", "'", "\\", ""):
+        made = Repeats(2, "seed", [1, 2], "mean", False, None, subdir)
+        (line,) = made.job_overrides([], 1)[1:]
+        assert line.startswith("hydra.sweep.subdir='")
+        (parsed,) = parser.parse_overrides([line])
+        assert parsed.value() == subdir + "/repeat_1", subdir
+        (parsed,) = parser.parse_overrides([f"k={single_quoted(subdir)}"])  # the end of the string too
+        assert parsed.value() == subdir, subdir
+    assert single_quoted("a\\b'c") == "'a\\b\\'c'"
 
 
 def test_min_under_maximize_races_out_on_one_repeat_below_the_best_and_keeps_a_tie():
@@ -85,20 +108,38 @@ def test_median_races_without_a_bound_once_more_than_half_the_repeats_ran():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(n=0), r"repeats.n=0 is out of range: it must be >= 1"),
-    (dict(aggregate="avg"), r"repeats.aggregate='avg' is not one of: mean, min, max, median"),
-    (dict(searched=("x", "seed")), r"repeats.key=seed is also searched"),
-    (dict(values=[1, 2]), r"repeats.values=\[1, 2\] must be 3 distinct values"),
-    (dict(values=[1, 1, 2]), r"must be 3 distinct values"),
-    (dict(config_seed="abc"), r"the config's seed='abc' is not an integer to count from"),
-    (dict(directions=("maximize", "minimize")), r"race needs a single objective"),
-    (dict(aggregate="mean"), r"race with aggregate=mean under maximize can never stop a trial without .*bound"),
-    (dict(aggregate="max"), r"race with aggregate=max under maximize can never stop"),
-    (dict(aggregate="min", directions=("minimize",)), r"race with aggregate=min under minimize can never stop"),
+    (dict(n=0), "hydra.sweeper.repeats.n=0 is out of range: it must be >= 1"),
+    (dict(aggregate="avg"), "hydra.sweeper.repeats.aggregate='avg' is not one of: mean, min, max, median"),
+    (dict(searched=("x", "seed")), "hydra.sweeper.repeats.key=seed is also searched: a repeat's seed must be the "
+                                   "sweeper's to set"),
+    (dict(values=[1, 2]), "hydra.sweeper.repeats.values=[1, 2] must be 3 distinct values (repeats.n=3)"),
+    (dict(values=[1, 1, 2]), "hydra.sweeper.repeats.values=[1, 1, 2] must be 3 distinct values (repeats.n=3)"),
+    (dict(config_seed="abc"), "hydra.sweeper.repeats: the config's seed='abc' is not an integer to count from; give "
+                              "hydra.sweeper.repeats.values (a list of 3)"),
+    (dict(directions=("maximize", "minimize")), "hydra.sweeper.repeats.race needs a single objective: a "
+                                                "multi-objective study has no one best trial to race against"),
+    (dict(aggregate="mean"), "hydra.sweeper.repeats.race with aggregate=mean under maximize can never stop a trial "
+                             "without hydra.sweeper.repeats.bound (the best value one repeat can reach, e.g. 100 for "
+                             "an accuracy in percent)"),
+    (dict(aggregate="max"), "hydra.sweeper.repeats.race with aggregate=max under maximize can never stop a trial "
+                            "without hydra.sweeper.repeats.bound (the best value one repeat can reach, e.g. 100 for "
+                            "an accuracy in percent)"),
+    (dict(aggregate="min", directions=("minimize",)), "hydra.sweeper.repeats.race with aggregate=min under minimize "
+                                                      "can never stop a trial without hydra.sweeper.repeats.bound (the "
+                                                      "best value one repeat can reach, e.g. 100 for an accuracy in "
+                                                      "percent)"),
 ])
 def test_bad_repeat_settings_are_one_line(kwargs, message):
-    with pytest.raises(SweepError, match=message):
+    with pytest.raises(SweepError) as info:
         repeats(**kwargs)
+    assert str(info.value) == message
+
+
+def test_one_repeat_is_no_repeats_whatever_else_is_set():
+    """n=1: nothing to race or count, and the key is the app's own (even a searched one); the rest kept as given."""
+    made = repeats(n=1, aggregate="max", race=True, bound=3.0, searched=("seed",), directions=("maximize", "minimize"))
+    assert made == Repeats(1, "seed", [], "max", False, 3.0, "${hydra.job.num}")
+    assert not made.active and made.describe() == "none"
 
 
 def test_only_the_first_repeat_reports_to_the_pruner():
