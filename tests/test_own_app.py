@@ -101,6 +101,28 @@ def test_only_a_jobs_own_failure_is_kept_not_a_prune_or_an_interrupt(make, kept_
         assert "in task" in text and "KeepTraceback" not in text and text.rstrip().endswith(str(raised))
 
 
+def test_the_wrapped_task_keeps_the_apps_names_and_a_nameless_callable_gets_task():
+    """Hydra names the job by the task function (the job's folder, its log), and launchers that pickle the
+    task find it by module and name: the wrapper answers as the app's function."""
+    from sweeper.tracebacks import KeepTraceback
+
+    wrapped = KeepTraceback(task_of_this_module)
+    assert (wrapped.__module__, wrapped.__name__, wrapped.__qualname__) == (
+        __name__, "task_of_this_module", "task_of_this_module")
+    assert wrapped(3) == 6
+
+    class Callable:
+        def __call__(self, cfg):
+            return cfg
+
+    nameless = KeepTraceback(Callable())
+    assert (nameless.__module__, nameless.__name__, nameless.__qualname__) == (__name__, "task", "task")
+
+
+def task_of_this_module(cfg):
+    return 2 * cfg
+
+
 # ------------------------------------------------------------------ what a sweep prints
 
 

@@ -80,6 +80,13 @@ def test_a_repeats_folder_under_a_subdir_with_quotes_and_backslashes_reads_back_
     assert single_quoted("a\\b'c") == "'a\\b\\'c'"
 
 
+def test_a_trials_finished_repeats_are_read_back_a_list_per_repeat():
+    from sweeper.repeats import REPEAT_VALUES_ATTR, stored_values
+
+    assert stored_values({REPEAT_VALUES_ATTR: [[1.0, 2.0], (3.0, 4.0), 5.0]}) == [[1.0, 2.0], [3.0, 4.0], [5.0]]
+    assert stored_values({REPEAT_VALUES_ATTR: None}) == stored_values({}) == []
+
+
 def test_min_under_maximize_races_out_on_one_repeat_below_the_best_and_keeps_a_tie():
     made = repeats(aggregate="min")
     assert made.raced_out([4.9], incumbent=5.0, direction="maximize")
