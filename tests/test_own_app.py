@@ -106,9 +106,8 @@ def test_the_wrapped_task_keeps_the_apps_names_and_a_nameless_callable_gets_task
     task find it by module and name: the wrapper answers as the app's function."""
     from sweeper.tracebacks import KeepTraceback
 
-    wrapped = KeepTraceback(task_of_this_module)
-    assert (wrapped.__module__, wrapped.__name__, wrapped.__qualname__) == (
-        __name__, "task_of_this_module", "task_of_this_module")
+    wrapped = KeepTraceback(Tasks.double)
+    assert (wrapped.__module__, wrapped.__name__, wrapped.__qualname__) == (__name__, "double", "Tasks.double")
     assert wrapped(3) == 6
 
     class Callable:
@@ -119,8 +118,10 @@ def test_the_wrapped_task_keeps_the_apps_names_and_a_nameless_callable_gets_task
     assert (nameless.__module__, nameless.__name__, nameless.__qualname__) == (__name__, "task", "task")
 
 
-def task_of_this_module(cfg):
-    return 2 * cfg
+class Tasks:
+    @staticmethod
+    def double(cfg):
+        return 2 * cfg
 
 
 # ------------------------------------------------------------------ what a sweep prints
