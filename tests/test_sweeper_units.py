@@ -1041,6 +1041,24 @@ def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wr
             raise InstantiationException("Error in call to target 'sweeper.x':\nSweepError(...)\nfull_key: hydra.sweeper") from exc
     except InstantiationException as wrapped:
         assert one_line(wrapped) == "hydra.sweeper.repeats.n=0 must be at least 1"
+    # only that pair is unwrapped: the app's own error inside Hydra's wrapper, and the sweeper's error as the
+    # cause of another, are said as raised
+    try:
+        try:
+            raise ValueError("width must be positive")
+        except ValueError as exc:
+            raise InstantiationException("Error in call to target 'app.Net':\nValueError('width must be positive')") \
+                from exc
+    except InstantiationException as wrapped:
+        assert one_line(wrapped) == "Error in call to target 'app.Net': ValueError('width must be positive')"
+    assert one_line(InstantiationException("Error locating target 'app.Nope'")) == "Error locating target 'app.Nope'"
+    try:
+        try:
+            raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
+        except SweepError as exc:
+            raise RuntimeError("the sweep stopped") from exc
+    except RuntimeError as outer:
+        assert one_line(outer) == "the sweep stopped"
 
 
 def test_one_line_folds_the_options_after_their_heading_and_adds_an_omegaconf_cause_once():
@@ -1100,6 +1118,14 @@ def test_squashed_folds_white_space_and_cuts_only_where_asked():
     said = OSError("disk I/O error\n\t(sqlite3.OperationalError)   near the end")
     assert squashed(said) == "disk I/O error (sqlite3.OperationalError) near the end"
     assert squashed(said, 14) == "disk I/O error" and squashed("short", 200) == "short"
+
+
+def test_a_command_fails_with_its_name_the_message_and_status_1(capsys):
+    from sweeper.errors import fail
+
+    with pytest.raises(SystemExit) as info:
+        fail("sweep-results", "no study named 'x'")
+    assert info.value.code == 1 and capsys.readouterr().err == "sweep-results: no study named 'x'\n"
 
 
 def test_an_interrupt_is_named_by_its_signal():
