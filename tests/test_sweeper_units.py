@@ -1120,6 +1120,25 @@ def test_squashed_folds_white_space_and_cuts_only_where_asked():
     assert squashed(said, 14) == "disk I/O error" and squashed("short", 200) == "short"
 
 
+def test_the_one_line_report_wraps_hydras_once_and_nothing_where_hydra_has_none(monkeypatch):
+    import hydra._internal.utils as hydra_internal
+
+    from sweeper.errors import report_sweeper_errors_in_one_line
+
+    def plain(func):
+        return func()
+
+    monkeypatch.setattr(hydra_internal, "run_and_report", plain)
+    report_sweeper_errors_in_one_line()
+    wrapped = hydra_internal.run_and_report
+    assert wrapped is not plain and wrapped.reports_sweeper_errors and wrapped(lambda: 7) == 7
+    report_sweeper_errors_in_one_line()  # every Hydra app's start calls it: wrapped once
+    assert hydra_internal.run_and_report is wrapped
+    monkeypatch.delattr(hydra_internal, "run_and_report")
+    report_sweeper_errors_in_one_line()  # a Hydra without the function: nothing to wrap, no error
+    assert not hasattr(hydra_internal, "run_and_report")
+
+
 def test_a_command_fails_with_its_name_the_message_and_status_1(capsys):
     from sweeper.errors import fail
 
