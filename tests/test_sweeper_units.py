@@ -1120,10 +1120,10 @@ def test_squashed_folds_white_space_and_cuts_only_where_asked():
     assert squashed(said, 14) == "disk I/O error" and squashed("short", 200) == "short"
 
 
-def test_the_one_line_report_wraps_hydras_once_and_nothing_where_hydra_has_none(monkeypatch):
+def test_the_one_line_report_wraps_hydras_once_and_nothing_where_hydra_has_none(monkeypatch, capsys):
     import hydra._internal.utils as hydra_internal
 
-    from sweeper.errors import report_sweeper_errors_in_one_line
+    from sweeper.errors import SweepError, report_sweeper_errors_in_one_line
 
     def plain(func):
         return func()
@@ -1134,6 +1134,14 @@ def test_the_one_line_report_wraps_hydras_once_and_nothing_where_hydra_has_none(
     assert wrapped is not plain and wrapped.reports_sweeper_errors and wrapped(lambda: 7) == 7
     report_sweeper_errors_in_one_line()  # every Hydra app's start calls it: wrapped once
     assert hydra_internal.run_and_report is wrapped
+    for said, printed in (("n_trials=0 is out of range", "Error: n_trials=0 is out of range\n"),
+                          ("Error locating target 'x.Y'", "Error locating target 'x.Y'\n")):  # not "Error: Error"
+        def sweep(said=said):
+            raise SweepError(said)
+
+        with pytest.raises(SystemExit) as info:
+            wrapped(sweep)
+        assert info.value.code == 1 and capsys.readouterr().err == printed
     monkeypatch.delattr(hydra_internal, "run_and_report")
     report_sweeper_errors_in_one_line()  # a Hydra without the function: nothing to wrap, no error
     assert not hasattr(hydra_internal, "run_and_report")
