@@ -1129,6 +1129,7 @@ def test_the_one_line_report_wraps_hydras_once_and_nothing_where_hydra_has_none(
         return func()
 
     monkeypatch.setattr(hydra_internal, "run_and_report", plain)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # set, it asks for Hydra's traceback instead
     report_sweeper_errors_in_one_line()
     wrapped = hydra_internal.run_and_report
     assert wrapped is not plain and wrapped.reports_sweeper_errors and wrapped(lambda: 7) == 7
