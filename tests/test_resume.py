@@ -23,8 +23,9 @@ from optuna.trial import TrialState
 
 from sweeper import checkpoints
 from sweeper.checkpoints import CHECKPOINT_ATTR, AtomicFileSystemArtifactStore, carried_over, location
-from sweeper.liveness import fail_stale_trials, what_carries_on
+from sweeper.liveness import HOST_PID_ATTR, fail_stale_trials, what_carries_on
 from sweeper.storage import open_storage
+from sweeper.trials import LAUNCHED_ATTR
 
 from .support import in_process
 
@@ -440,7 +441,7 @@ def lost_trial(tmp_path: Path, retry: bool):
 
 def as_lost_workers(trial: optuna.Trial, **attrs) -> None:
     """Mark a RUNNING trial launched by a worker process on this host that is gone (a pid above Linux's limit)."""
-    for key, value in {"launched": True, "host_pid": f"{socket.gethostname()}:{2 ** 22 + 1}", **attrs}.items():
+    for key, value in {LAUNCHED_ATTR: True, HOST_PID_ATTR: f"{socket.gethostname()}:{2 ** 22 + 1}", **attrs}.items():
         trial.set_user_attr(key, value)
 
 
