@@ -1015,6 +1015,17 @@ class Typed:
     trainer: TypedTrainer = dataclasses.field(default_factory=TypedTrainer)
 
 
+def raised_from(outer: BaseException, cause: BaseException) -> BaseException:
+    """``outer`` as ``raise outer from cause`` leaves it, raised while ``cause`` was handled."""
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise outer from exc
+    except BaseException as raised:
+        return raised
+
+
 def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wrapper():
     from hydra.errors import InstantiationException
 
@@ -1034,31 +1045,17 @@ def test_an_error_is_one_line_without_hydras_search_path_or_its_instantiation_wr
     for where in ("full_key: trainer.epochs", "reference_type=TypedTrainer", "object_type=TypedTrainer"):
         assert where in str(info.value)  # OmegaConf's lines on where the value was: noise on one line
     assert one_line(info.value) == "Value 'many' of type 'str' could not be converted to Integer"
-    try:
-        try:
-            raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
-        except SweepError as exc:
-            raise InstantiationException("Error in call to target 'sweeper.x':\nSweepError(...)\nfull_key: hydra.sweeper") from exc
-    except InstantiationException as wrapped:
-        assert one_line(wrapped) == "hydra.sweeper.repeats.n=0 must be at least 1"
+    wrapped = raised_from(InstantiationException("Error in call to target 'sweeper.x':\nSweepError(...)\nfull_key: "
+                                                 "hydra.sweeper"), SweepError("hydra.sweeper.repeats.n=0 must be at least 1"))
+    assert one_line(wrapped) == "hydra.sweeper.repeats.n=0 must be at least 1"
     # only that pair is unwrapped: the app's own error inside Hydra's wrapper, and the sweeper's error as the
     # cause of another, are said as raised
-    try:
-        try:
-            raise ValueError("width must be positive")
-        except ValueError as exc:
-            raise InstantiationException("Error in call to target 'app.Net':\nValueError('width must be positive')") \
-                from exc
-    except InstantiationException as wrapped:
-        assert one_line(wrapped) == "Error in call to target 'app.Net': ValueError('width must be positive')"
+    wrapped = raised_from(InstantiationException("Error in call to target 'app.Net':\nValueError('width must be "
+                                                 "positive')"), ValueError("width must be positive"))
+    assert one_line(wrapped) == "Error in call to target 'app.Net': ValueError('width must be positive')"
     assert one_line(InstantiationException("Error locating target 'app.Nope'")) == "Error locating target 'app.Nope'"
-    try:
-        try:
-            raise SweepError("hydra.sweeper.repeats.n=0 must be at least 1")
-        except SweepError as exc:
-            raise RuntimeError("the sweep stopped") from exc
-    except RuntimeError as outer:
-        assert one_line(outer) == "the sweep stopped"
+    outer = raised_from(RuntimeError("the sweep stopped"), SweepError("hydra.sweeper.repeats.n=0 must be at least 1"))
+    assert one_line(outer) == "the sweep stopped"
 
 
 def test_one_line_folds_the_options_after_their_heading_and_adds_an_omegaconf_cause_once():
